@@ -1,0 +1,306 @@
+"""Server cost per streamed chunk, and pacing precision under many slow streams.
+
+The bundled server runs in a subprocess (pinned to CPU 0 when there are two or more), so its CPU
+time, read from ``/proc/<pid>/stat``, is its own; the client is a minimal asyncio HTTP/1.1 reader
+(hand-written request, de-chunking, split on the blank line) pinned to CPU 1.
+
+- throughput: ``--streams`` keep-alive connections each loop on fast requests
+  (``streamkit: {"tokens_per_second": 2000, "ttft": 0}``) for ``--duration`` seconds; report the
+  aggregate content chunks/s and the server's CPU µs per chunk.
+- pacing: ``--pacing-streams`` streams at ``--pacing-rate`` tokens/s (jitter 0), started evenly
+  over one second; each arrival is compared with its stream's schedule (token *i* due ``i / rate``
+  after the first), anchored at the stream's median offset, so the error is the deviation from a
+  steady beat, whatever the stream's start-up delay. Report |error| p50/p99 and the server's CPU %.
+
+Medians of ``--runs`` runs::
+
+    python benchmarks/bench_server.py [--runs 5] [--streams 100] [--pacing-streams 500]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PROMPT = [{"role": "user", "content": "Explain streaming latency"}]
+
+
+# --- the server, in its own process ----------------------------------------------------------
+
+
+def start_server() -> tuple[subprocess.Popen[bytes], int]:
+    """Start ``run_server(port=0)`` in a subprocess; return it and the port it printed."""
+    code = "from streamkit.server import run_server; run_server(port=0)"
+    proc = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE)
+    assert proc.stderr is not None
+    line = proc.stderr.readline().decode()
+    match = re.search(r"http://[^ ]+:(\d+)/v1", line)
+    if not match:
+        proc.kill()
+        raise RuntimeError(f"the server did not start: {line!r}")
+    stderr = proc.stderr
+
+    def drain() -> None:  # keep the pipe from filling if the server ever logs
+        for _ in iter(stderr.readline, b""):
+            pass
+
+    threading.Thread(target=drain, daemon=True).start()
+    if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
+        os.sched_setaffinity(proc.pid, {0})
+        os.sched_setaffinity(0, {1})
+    return proc, int(match.group(1))
+
+
+def stop_server(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, from /proc (clock-tick resolution, 10 ms here)."""
+    with open(f"/proc/{pid}/stat") as f:
+        # The command name may contain spaces; fields resume after its closing parenthesis.
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+# --- a minimal HTTP/1.1 + SSE client ---------------------------------------------------------
+
+
+class Conn:
+    """One keep-alive connection that streams chat completions and reports each content frame."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.buf = b""
+
+    @classmethod
+    async def open(cls, port: int) -> Conn:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        return cls(reader, writer)
+
+    async def close(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(OSError):
+            await self.writer.wait_closed()
+
+    async def _more(self) -> None:
+        data = await self.reader.read(262144)
+        if not data:
+            raise ConnectionError("server closed the connection")
+        self.buf += data
+
+    async def stream(self, body: bytes, on_content: list[float] | None, counter: list[int]) -> None:
+        """Send one request; append each content frame's arrival time to ``on_content`` (if
+        given) and count it in ``counter[0]``; return after ``[DONE]`` and the last chunk."""
+        self.writer.write(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: bench\r\n"
+            b"Content-Type: application/json\r\nContent-Length: "
+            + str(len(body)).encode()
+            + b"\r\n\r\n"
+            + body
+        )
+        while b"\r\n\r\n" not in self.buf:
+            await self._more()
+        head, self.buf = self.buf.split(b"\r\n\r\n", 1)
+        if not head.startswith(b"HTTP/1.1 200"):
+            raise RuntimeError(head.split(b"\r\n", 1)[0].decode())
+        sse = b""
+        while True:
+            # De-chunk: "<hex size>\r\n<data>\r\n", a zero size ends the response.
+            while b"\r\n" not in self.buf:
+                await self._more()
+            size_line, rest = self.buf.split(b"\r\n", 1)
+            size = int(size_line, 16)
+            while len(rest) < size + 2:
+                await self._more()
+                rest = self.buf.split(b"\r\n", 1)[1]
+            self.buf = rest[size + 2 :]
+            if size == 0:
+                return
+            now = time.perf_counter()
+            sse += rest[:size]
+            *frames, sse = sse.split(b"\n\n")
+            for frame in frames:
+                if frame.startswith(b'data: {"id"') and b'"delta":{"content":' in frame:
+                    counter[0] += 1
+                    if on_content is not None:
+                        on_content.append(now)
+
+
+def request_body(streamkit: dict[str, float], model: str = "sim-small") -> bytes:
+    return json.dumps(
+        {"model": model, "messages": PROMPT, "stream": True, "streamkit": streamkit}
+    ).encode()
+
+
+# --- the runs --------------------------------------------------------------------------------
+
+
+@dataclass
+class Throughput:
+    chunks_per_s: float
+    cpu_us_per_chunk: float
+
+
+async def throughput_run(pid: int, port: int, streams: int, duration: float) -> Throughput:
+    body = request_body({"tokens_per_second": 2000, "ttft": 0, "jitter": 0, "length": 400})
+    counter = [0]
+    stop = asyncio.Event()
+    conns = [await Conn.open(port) for _ in range(streams)]
+
+    async def worker(conn: Conn) -> None:
+        while not stop.is_set():
+            await conn.stream(body, None, counter)
+
+    tasks = [asyncio.ensure_future(worker(c)) for c in conns]
+    await asyncio.sleep(0.5)  # warm up: every stream running
+    n0, c0, t0 = counter[0], cpu_seconds(pid), time.perf_counter()
+    await asyncio.sleep(duration)
+    n1, c1, t1 = counter[0], cpu_seconds(pid), time.perf_counter()
+    stop.set()
+    await asyncio.gather(*tasks)
+    for c in conns:
+        await c.close()
+    chunks = n1 - n0
+    return Throughput(chunks / (t1 - t0), (c1 - c0) / chunks * 1e6)
+
+
+@dataclass
+class Pacing:
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+    cpu_percent: float
+    chunks: int
+
+
+async def pacing_run(pid: int, port: int, streams: int, rate: float, tokens: int) -> Pacing:
+    body = request_body({"tokens_per_second": rate, "ttft": 0, "jitter": 0, "length": tokens})
+    gap = 1.0 / rate
+    arrivals: list[list[float]] = [[] for _ in range(streams)]
+    counter = [0]
+    conns = [await Conn.open(port) for _ in range(streams)]
+    spread = 1.0  # start the streams evenly over one second, as independent users would
+
+    async def one(i: int) -> None:
+        await asyncio.sleep(spread * i / streams)
+        await conns[i].stream(body, arrivals[i], counter)
+
+    # Server CPU over the middle of the run, when every stream is running.
+    tasks = [asyncio.ensure_future(one(i)) for i in range(streams)]
+    await asyncio.sleep(spread + 0.2)
+    c0, t0 = cpu_seconds(pid), time.perf_counter()
+    steady = max(0.5, tokens * gap - spread - 0.4)
+    await asyncio.sleep(steady)
+    c1, t1 = cpu_seconds(pid), time.perf_counter()
+    await asyncio.gather(*tasks)
+    for c in conns:
+        await c.close()
+
+    errors: list[float] = []
+    for times in arrivals:
+        offsets = [t - i * gap for i, t in enumerate(times)]
+        anchor = statistics.median(offsets)
+        errors.extend(abs(o - anchor) for o in offsets)
+    errors.sort()
+
+    def pct(p: float) -> float:
+        return errors[min(len(errors) - 1, int(p / 100 * len(errors)))] * 1e3
+
+    return Pacing(pct(50), pct(99), errors[-1] * 1e3, (c1 - c0) / (t1 - t0) * 100, len(errors))
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    proc, port = start_server()
+    try:
+        # One short stream first: imports and first-request costs are not the steady state.
+        warm = await Conn.open(port)
+        await warm.stream(
+            request_body({"ttft": 0, "tokens_per_second": 5000, "length": 50}), None, [0]
+        )
+        await warm.close()
+
+        throughputs: list[Throughput] = []
+        for run in range(args.runs):
+            result = await throughput_run(proc.pid, port, args.streams, args.duration)
+            throughputs.append(result)
+            print(
+                f"throughput run {run + 1}: {result.chunks_per_s:,.0f} chunks/s, "
+                f"{result.cpu_us_per_chunk:.1f} µs server CPU/chunk",
+                file=sys.stderr,
+            )
+        pacings: list[Pacing] = []
+        for run in range(args.runs):
+            pacing = await pacing_run(
+                proc.pid, port, args.pacing_streams, args.pacing_rate, args.pacing_tokens
+            )
+            pacings.append(pacing)
+            print(
+                f"pacing run {run + 1}: |error| p50 {pacing.p50_ms:.2f} ms, "
+                f"p99 {pacing.p99_ms:.2f} ms, max {pacing.max_ms:.1f} ms, "
+                f"server CPU {pacing.cpu_percent:.0f}% ({pacing.chunks} chunks)",
+                file=sys.stderr,
+            )
+    finally:
+        stop_server(proc)
+
+    med = statistics.median
+    rows = [
+        (
+            f"throughput, {args.streams} streams @ 2000 tok/s",
+            "chunks/s (aggregate)",
+            f"{med(t.chunks_per_s for t in throughputs):,.0f}",
+            ">= 25,000",
+        ),
+        (
+            "",
+            "server CPU µs/chunk",
+            f"{med(t.cpu_us_per_chunk for t in throughputs):.1f}",
+            "",
+        ),
+        (
+            f"pacing, {args.pacing_streams} streams @ {args.pacing_rate:g} tok/s",
+            "|error| p50 (ms)",
+            f"{med(p.p50_ms for p in pacings):.2f}",
+            "",
+        ),
+        ("", "|error| p99 (ms)", f"{med(p.p99_ms for p in pacings):.2f}", "<= 5"),
+        ("", "server CPU %", f"{med(p.cpu_percent for p in pacings):.0f}", "one core = 100"),
+    ]
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    header = ("scenario", "metric", f"median of {args.runs}", "target")
+    widths = [max(w, len(h)) for w, h in zip(widths, header, strict=True)]
+    for row in (header, tuple("-" * w for w in widths), *rows):
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=5, help="runs per scenario (median reported)")
+    parser.add_argument("--streams", type=int, default=100, help="concurrent fast streams")
+    parser.add_argument("--duration", type=float, default=3.0, help="seconds per throughput run")
+    parser.add_argument("--pacing-streams", type=int, default=500)
+    parser.add_argument("--pacing-rate", type=float, default=20.0, help="tokens/s per stream")
+    parser.add_argument("--pacing-tokens", type=int, default=100, help="tokens per paced stream")
+    asyncio.run(main_async(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()

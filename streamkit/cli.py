@@ -1,0 +1,123 @@
+"""The ``streamkit`` command: ``serve`` the bundled server, ``chat`` through any endpoint.
+
+``streamkit chat`` writes the reply's text, and nothing else, to stdout as tokens arrive; status and
+errors go to stderr, so ``streamkit chat "…" > reply.txt`` keeps a clean transcript. Exit status:
+0 success, 1 the stream failed (the partial text is still written), 2 bad usage, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from . import __version__
+from .client import Client
+from .errors import UsageError
+from .render import ConsoleView
+from .result import StreamResult
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="streamkit", description="See, tune and measure LLM token streaming."
+    )
+    parser.add_argument("--version", action="version", version=f"streamkit {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{serve,chat}")
+
+    serve = sub.add_parser("serve", help="run the bundled OpenAI-compatible server")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 = any free)")
+    serve.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on every request")
+
+    chat = sub.add_parser(
+        "chat",
+        help="stream a reply to stdout",
+        description="Stream a chat reply to stdout as tokens arrive. Without --base-url it "
+        "starts the bundled server in-process.",
+    )
+    chat.add_argument("prompt", nargs="?", help="the prompt (default: read stdin)")
+    chat.add_argument("--base-url", help="API root, e.g. https://api.openai.com/v1")
+    chat.add_argument("--api-key", help="API key (default: $OPENAI_API_KEY)")
+    chat.add_argument("--model", help="model id (bundled server default: sim-small)")
+    chat.add_argument(
+        "--transport", choices=["sse"], default="sse", help="wire protocol (default sse)"
+    )
+    chat.add_argument("--seed", type=int, help="sampling seed")
+    chat.add_argument("--max-tokens", type=int, help="most completion tokens")
+    chat.add_argument(
+        "--max-retries", type=int, default=2, help="retries before streaming starts (default 2)"
+    )
+    chat.add_argument("--timeout", type=float, default=60.0, help="read timeout, seconds")
+    chat.add_argument("--metrics-json", metavar="FILE", help="write the request's metrics here")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "serve":
+            from .server import run_server
+
+            run_server(host=args.host, port=args.port, api_key=args.api_key)
+            return 0
+        return _chat(args)
+    except UsageError as exc:
+        print(f"streamkit: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _chat(args: argparse.Namespace) -> int:
+    prompt = args.prompt
+    if prompt is None:
+        if sys.stdin is None or sys.stdin.isatty():
+            raise UsageError("no prompt: pass one as an argument or pipe it on stdin")
+        prompt = sys.stdin.read().strip()
+        if not prompt:
+            raise UsageError("the prompt read from stdin is empty")
+    client = Client(
+        args.base_url,
+        args.api_key or os.environ.get("OPENAI_API_KEY"),
+        args.model,
+        timeout=args.timeout,
+        max_retries=args.max_retries,
+    )
+    # A terminal takes every token as it comes: the buffer flushes each one.
+    view = ConsoleView(out=sys.stdout, status=sys.stderr, max_tokens=1, max_delay=0.0)
+    request: dict[str, Any] = {"seed": args.seed, "max_tokens": args.max_tokens}
+    try:
+        result = asyncio.run(_run(client, prompt, view, request))
+    except KeyboardInterrupt:
+        return 130
+    if args.metrics_json:
+        with open(args.metrics_json, "w", encoding="utf-8") as fh:
+            json.dump(result.to_dict(), fh, indent=2)
+            fh.write("\n")
+    # The view has already written the outcome to stderr: the summary, or one line naming the
+    # error class ("[failed: ConnectError: …]"), after whatever partial text arrived.
+    return 0 if result.ok else 1
+
+
+async def _run(
+    client: Client, prompt: str, view: ConsoleView, request: dict[str, Any]
+) -> StreamResult:
+    async with client:
+        return await client.chat(
+            prompt,
+            view=view,
+            raise_on_error=False,
+            **{k: v for k, v in request.items() if v is not None},
+        )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

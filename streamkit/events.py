@@ -1,0 +1,93 @@
+"""The small, immutable events every transport yields and every stage downstream consumes.
+
+A stream is, in order: one :class:`StreamStart` (response headers arrived), zero or more
+:class:`TokenDelta` (each content chunk, with its index and monotonic arrival time), then exactly
+one of :class:`StreamEnd` (the server finished) or :class:`StreamError` (it did not). Role-only
+chunks and the usage chunk are folded into these; they are never tokens.
+
+All times are ``time.perf_counter()`` seconds: monotonic, comparable within one process, and
+meaningless across processes (use them for intervals only).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .errors import StreamkitError
+
+__all__ = ["Event", "StreamEnd", "StreamError", "StreamStart", "TokenDelta", "Usage"]
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Token usage as the server reported it (OpenAI's ``usage`` object)."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    cached_tokens: int = 0
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object]) -> Usage:
+        """Build from an OpenAI ``usage`` mapping; missing counts read as 0."""
+
+        def count(value: object) -> int:
+            return value if isinstance(value, int) else 0
+
+        details = data.get("prompt_tokens_details")
+        cached = count(details.get("cached_tokens")) if isinstance(details, dict) else 0
+        prompt = count(data.get("prompt_tokens"))
+        completion = count(data.get("completion_tokens"))
+        total = count(data.get("total_tokens")) or prompt + completion
+        return cls(prompt, completion, total, cached)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamStart:
+    """The response headers arrived: the request was accepted and the stream is open.
+
+    Attributes:
+        sent_at: when the request was handed to the HTTP client.
+        time: when the response headers arrived (time to first byte is ``time - sent_at``).
+        model: the model asked for.
+        request_id: the server's request id header, when it sends one.
+        retries: how many earlier attempts of this request failed before it was accepted.
+    """
+
+    sent_at: float
+    time: float
+    model: str
+    request_id: str | None = None
+    retries: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class TokenDelta:
+    """One content chunk: ``text`` is what it added, ``index`` its 0-based position among the
+    stream's content chunks, ``time`` its arrival. One chunk may carry several tokens."""
+
+    text: str
+    index: int
+    time: float
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEnd:
+    """The server ended the stream: why (``finish_reason``), and its usage if it sent any."""
+
+    finish_reason: str | None
+    usage: Usage | None
+    time: float
+
+
+@dataclass(frozen=True, slots=True)
+class StreamError:
+    """The stream failed or was stopped; ``error`` is typed and carries the partial text."""
+
+    error: StreamkitError
+    time: float
+
+
+Event = StreamStart | TokenDelta | StreamEnd | StreamError

@@ -1,0 +1,182 @@
+"""What one chat stream produced: the text, how it ended, and its basic timings.
+
+A :class:`StreamResult` is built by folding events into it (:meth:`StreamResult.apply`), so the same
+object serves a stream that completed, one that failed half-way (its text is the partial text) and
+one the user stopped. Timing definitions follow vLLM's ``bench serve``: time to first token counts
+the first chunk *with content* (role-only chunks do not count); end-to-end latency runs from send to
+the last content chunk.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from itertools import pairwise
+from typing import Literal
+
+from .errors import StreamCancelled, StreamkitError
+from .events import Event, StreamEnd, StreamError, StreamStart, TokenDelta, Usage
+
+__all__ = ["StreamResult", "StreamStatus"]
+
+StreamStatus = Literal["pending", "streaming", "completed", "stopped", "failed"]
+
+
+@dataclass
+class StreamResult:
+    """The outcome of one chat stream, complete or partial.
+
+    Attributes:
+        model: the model asked for.
+        text: every content delta received, joined (the partial text if the stream failed).
+        status: ``completed``, ``stopped`` (by the user), ``failed``, or still ``streaming``.
+        finish_reason: why the server stopped (``stop``, ``length``), if it said.
+        usage: the usage chunk, if the server sent one.
+        error: the typed error when ``status`` is ``failed`` or ``stopped``.
+        chunks: number of content chunks received.
+        sent_at / opened_at / first_token_at / last_token_at / ended_at: ``perf_counter`` times.
+    """
+
+    model: str = ""
+    status: StreamStatus = "pending"
+    finish_reason: str | None = None
+    usage: Usage | None = None
+    error: StreamkitError | None = None
+    chunks: int = 0
+    sent_at: float | None = None
+    opened_at: float | None = None
+    first_token_at: float | None = None
+    last_token_at: float | None = None
+    ended_at: float | None = None
+    request_id: str | None = None
+    retries: int = 0
+    token_times: list[float] = field(default_factory=list, repr=False)
+    _parts: list[str] = field(default_factory=list, repr=False)
+
+    def apply(self, event: Event) -> None:
+        """Fold one event into the result."""
+        if isinstance(event, TokenDelta):
+            if self.first_token_at is None:
+                self.first_token_at = event.time
+            self.last_token_at = event.time
+            self.token_times.append(event.time)
+            self.chunks += 1
+            self._parts.append(event.text)
+        elif isinstance(event, StreamStart):
+            self.sent_at = event.sent_at
+            self.opened_at = event.time
+            self.model = event.model or self.model
+            self.request_id = event.request_id
+            self.retries = event.retries
+            self.status = "streaming"
+        elif isinstance(event, StreamEnd):
+            self.finish_reason = event.finish_reason
+            self.usage = event.usage
+            self.ended_at = event.time
+            self.status = "completed"
+        elif isinstance(event, StreamError):
+            self.error = event.error
+            self.ended_at = event.time
+            self.status = "stopped" if isinstance(event.error, StreamCancelled) else "failed"
+
+    @property
+    def text(self) -> str:
+        """Every content delta received so far, joined (the partial text after a failure)."""
+        if len(self._parts) > 1:
+            # Join once and keep the join, so repeated reads stay cheap while appends stay O(1).
+            self._parts[:] = ["".join(self._parts)]
+        return self._parts[0] if self._parts else ""
+
+    @property
+    def ok(self) -> bool:
+        """True when the server finished the stream normally."""
+        return self.status == "completed"
+
+    @property
+    def ttft(self) -> float | None:
+        """Seconds from send to the first content chunk."""
+        if self.sent_at is None or self.first_token_at is None:
+            return None
+        return self.first_token_at - self.sent_at
+
+    @property
+    def ttfb(self) -> float | None:
+        """Seconds from send to the response headers (time to first byte)."""
+        if self.sent_at is None or self.opened_at is None:
+            return None
+        return self.opened_at - self.sent_at
+
+    @property
+    def e2e(self) -> float | None:
+        """Seconds from send to the last content chunk."""
+        if self.sent_at is None or self.last_token_at is None:
+            return None
+        return self.last_token_at - self.sent_at
+
+    @property
+    def itl(self) -> list[float]:
+        """Every gap in seconds between consecutive content chunks (inter-token latency)."""
+        return [b - a for a, b in pairwise(self.token_times)]
+
+    @property
+    def tpot(self) -> float | None:
+        """Time per output token after the first: (E2E − TTFT) / (N_out − 1); None for N_out < 2."""
+        if self.e2e is None or self.ttft is None or self.output_tokens < 2:
+            return None
+        return (self.e2e - self.ttft) / (self.output_tokens - 1)
+
+    @property
+    def output_tokens_source(self) -> str:
+        """Where :attr:`output_tokens` came from: ``usage`` or ``counted`` (chunks)."""
+        return "usage" if self.usage else "counted"
+
+    def to_dict(self) -> dict[str, object]:
+        """The request's metrics as JSON-ready values (seconds; None where undefined)."""
+        return {
+            "model": self.model,
+            "status": self.status,
+            "finish_reason": self.finish_reason,
+            "ttfb": self.ttfb,
+            "ttft": self.ttft,
+            "tpot": self.tpot,
+            "itl": self.itl,
+            "e2e": self.e2e,
+            "output_tokens": self.output_tokens,
+            "output_tokens_source": self.output_tokens_source,
+            "prompt_tokens": self.usage.prompt_tokens if self.usage else None,
+            "chunks": self.chunks,
+            "tokens_per_second": self.tokens_per_second,
+            "retries": self.retries,
+            "error": f"{self.error.kind}: {self.error.message}" if self.error else None,
+        }
+
+    @property
+    def output_tokens(self) -> int:
+        """Completion tokens: from the usage chunk when present, else the chunks counted."""
+        return self.usage.completion_tokens if self.usage else self.chunks
+
+    @property
+    def tokens_per_second(self) -> float | None:
+        """Output tokens per second after the first token (decode speed), vLLM-style."""
+        if self.first_token_at is None or self.last_token_at is None or self.output_tokens < 2:
+            return None
+        span = self.last_token_at - self.first_token_at
+        return (self.output_tokens - 1) / span if span > 0 else None
+
+    def summary(self) -> str:
+        """One line for humans: status, TTFT, speed, usage, finish reason."""
+        parts: list[str] = [self.status]
+        if self.ttft is not None:
+            parts.append(f"TTFT {self.ttft * 1000:.0f} ms")
+        if self.tokens_per_second is not None:
+            parts.append(f"{self.tokens_per_second:.1f} tok/s")
+        if self.usage is not None:
+            parts.append(
+                f"usage {self.usage.prompt_tokens} in + {self.usage.completion_tokens} out"
+            )
+        else:
+            parts.append(f"{self.chunks} chunks (no usage reported)")
+        if self.finish_reason:
+            parts.append(f"finish {self.finish_reason}")
+        if self.error is not None and self.status != "completed":
+            parts.append(f"{self.error.kind}: {self.error.message}")
+        return " · ".join(parts)

@@ -1,0 +1,269 @@
+"""Running the simulator: in a background thread (notebooks, tests) or in the foreground (CLI).
+
+The socket is bound here, before uvicorn starts, so port 0 yields a free ephemeral port that is
+known as soon as :func:`serve_in_thread` returns, with no race between picking a port and
+binding it. uvicorn then runs on its own event loop in a daemon thread; the caller's loop (a
+notebook kernel's, a test's) is never touched.
+"""
+
+from __future__ import annotations
+
+import atexit
+import ipaddress
+import socket
+import sys
+import threading
+import time
+from types import TracebackType
+
+import uvicorn
+
+from ..errors import UsageError
+from .app import App, create_app
+
+__all__ = ["RunningServer", "default_server", "run_server", "serve_in_thread"]
+
+_START_TIMEOUT = 10.0
+_STOP_TIMEOUT = 5.0
+_BACKLOG = 2048  # uvicorn's default
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        # Lets a restarted server take its port back while old connections sit in TIME_WAIT.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        # Listen now, not when uvicorn starts: a client that connects as soon as the address is
+        # announced waits in the backlog instead of being refused.
+        sock.listen(_BACKLOG)
+    except OSError as exc:
+        sock.close()
+        raise UsageError(
+            f"cannot bind the simulator to {host}:{port}: {exc.strerror or exc} "
+            "(pick another port, or port 0 for any free one)"
+        ) from exc
+    return sock
+
+
+def _config(app: App, **kwargs: object) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,
+        log_level="warning",
+        lifespan="off",
+        access_log=False,
+        # An open stream would otherwise hold shutdown until it ends; one second is plenty for
+        # short replies and bounds stop() for long ones.
+        timeout_graceful_shutdown=1,
+        backlog=_BACKLOG,
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, ending the app's replies in flight as shutdown begins.
+
+    Without this, uvicorn waits ``timeout_graceful_shutdown`` for open streams, then cancels
+    them and logs each as an "Exception in ASGI application".
+    """
+
+    def __init__(self, config: uvicorn.Config, app: App) -> None:
+        super().__init__(config)
+        self._app = app
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self._app.close_streams()
+        await super().shutdown(sockets=sockets)
+
+
+class RunningServer:
+    """A simulator serving in a background thread. Stop it with :meth:`stop` or ``with``.
+
+    Attributes:
+        host: the bound address.
+        port: the bound port (the real one when 0 was asked for).
+        app: the ASGI app; ``app.stats`` holds live counters.
+        api_key: the key clients must send, or ``None``.
+    """
+
+    def __init__(
+        self,
+        app: App,
+        server: uvicorn.Server,
+        thread: threading.Thread,
+        sock: socket.socket,
+        api_key: str | None,
+    ) -> None:
+        self.app = app
+        self.api_key = api_key
+        self._server = server
+        self._thread = thread
+        self._sock = sock
+        address = sock.getsockname()
+        self.host: str = address[0]
+        self.port: int = address[1]
+        self._lock = threading.Lock()
+        self._stopped = False
+
+    @property
+    def url(self) -> str:
+        """The server's root, e.g. ``http://127.0.0.1:54321``."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        """The OpenAI-style base URL (``url + "/v1"``), for ``openai.OpenAI(base_url=...)``."""
+        return self.url + "/v1"
+
+    @property
+    def running(self) -> bool:
+        """Whether the server thread is serving."""
+        return not self._stopped and self._thread.is_alive()
+
+    def stop(self) -> None:
+        """Stop serving: close connections, end the thread, close the socket. Idempotent."""
+        with self._lock:
+            if self._stopped:
+                return
+            self._stopped = True
+        self._server.should_exit = True
+        if self._thread is not threading.current_thread():
+            self._thread.join(_STOP_TIMEOUT)
+            if self._thread.is_alive():
+                # Still draining after the graceful timeout: stop waiting on connections.
+                self._server.force_exit = True
+                self._thread.join(_STOP_TIMEOUT)
+        self._sock.close()
+
+    def __enter__(self) -> RunningServer:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        # The key is a secret: say whether there is one, never what it is.
+        state = "running" if self.running else "stopped"
+        auth = ", api key required" if self.api_key is not None else ""
+        return f"<RunningServer {self.base_url} {state}{auth}>"
+
+
+def serve_in_thread(
+    host: str = "127.0.0.1", port: int = 0, api_key: str | None = None
+) -> RunningServer:
+    """Start the simulator in a daemon thread and return once it accepts connections.
+
+    Args:
+        host: the address to bind (loopback by default).
+        port: the port; 0 picks a free one (read it from ``.port``).
+        api_key: if set, ``/v1`` routes require ``Authorization: Bearer <api_key>``.
+
+    Returns:
+        The running server; call ``.stop()`` (or use ``with``) when done.
+
+    Raises:
+        UsageError: the address cannot be bound.
+        RuntimeError: the server did not start within 10 seconds.
+    """
+    app = create_app(api_key=api_key)
+    sock = _bind(host, port)
+    # log_config=None: do not reconfigure the host process's logging (a notebook's, a test
+    # runner's); uvicorn's warnings still reach stderr through the logging module's fallback.
+    server = _Server(_config(app, log_config=None), app)
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            server.run(sockets=[sock])
+        except BaseException as exc:  # SystemExit too: uvicorn exits on startup failure
+            failure.append(exc)
+
+    thread = threading.Thread(
+        target=run, name=f"streamkit-server:{sock.getsockname()[1]}", daemon=True
+    )
+    thread.start()
+    deadline = time.monotonic() + _START_TIMEOUT
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            server.should_exit = True
+            thread.join(_STOP_TIMEOUT)
+            sock.close()
+            why = f": {failure[0]!r}" if failure else f" within {_START_TIMEOUT:.0f} s"
+            raise RuntimeError(f"the streamkit simulator did not start on {host}:{port}{why}")
+        time.sleep(0.005)
+    return RunningServer(app, server, thread, sock, api_key)
+
+
+_default: RunningServer | None = None
+_default_lock = threading.Lock()
+
+
+def default_server() -> RunningServer:
+    """The process-wide simulator (no API key), started on first use on a free loopback port.
+
+    Thread-safe; stopped at interpreter exit. If someone stopped it, the next call starts a new
+    one (on a new port).
+    """
+    global _default
+    with _default_lock:
+        if _default is None or not _default.running:
+            first = _default is None
+            _default = serve_in_thread()
+            if first:
+                atexit.register(_stop_default)
+        return _default
+
+
+def _stop_default() -> None:
+    with _default_lock:
+        if _default is not None:
+            _default.stop()
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def run_server(host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None) -> None:
+    """Serve in the foreground until interrupted (``streamkit serve``).
+
+    Args:
+        host: the address to bind; anything but loopback needs ``api_key``.
+        port: the port (0 picks a free one, printed at start).
+        api_key: if set, ``/v1`` routes require ``Authorization: Bearer <api_key>``.
+
+    Raises:
+        UsageError: a non-loopback host without an API key, or an address that cannot be bound.
+    """
+    if not _is_loopback(host) and not api_key:
+        raise UsageError(
+            f"refusing to serve on {host} without an API key: anyone who can reach this machine "
+            "could use the server. Pass --api-key KEY, or bind to 127.0.0.1."
+        )
+    app = create_app(api_key=api_key)
+    sock = _bind(host, port)
+    bound = sock.getsockname()[1]
+    shown = f"[{host}]" if ":" in host else host
+    auth = " (API key required)" if api_key else ""
+    print(
+        f"streamkit simulator: http://{shown}:{bound}/v1{auth}; models: {', '.join(app.models)}; "
+        "Ctrl-C to stop",
+        file=sys.stderr,
+        flush=True,
+    )
+    try:
+        _Server(_config(app), app).run(sockets=[sock])
+    finally:
+        sock.close()

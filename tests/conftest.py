@@ -1,0 +1,33 @@
+"""Shared fixtures: one real simulator per session, on loopback port 0, in a background thread.
+
+``httpx.ASGITransport`` buffers whole bodies, so timing, streaming and disconnect tests need a
+real socket; fault scenarios are chosen per request, so one server serves every test.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from streamkit.server import RunningServer, serve_in_thread
+
+
+@pytest.fixture(scope="session")
+def anyio_backend() -> str:
+    """Run ``@pytest.mark.anyio`` tests on asyncio only (the package is asyncio-first)."""
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def server() -> Iterator[RunningServer]:
+    """The simulator, no API key."""
+    with serve_in_thread() as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def auth_server() -> Iterator[RunningServer]:
+    """The simulator requiring ``Authorization: Bearer test-key``."""
+    with serve_in_thread(api_key="test-key") as running:
+        yield running

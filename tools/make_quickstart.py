@@ -1,0 +1,188 @@
+"""Write notebooks/00_quickstart.ipynb from the cells below (outputs empty, no widget state)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+cells = [
+    new_markdown_cell(
+        """# streamkit quick start: watch a model stream
+
+In five minutes you will:
+
+1. start the **bundled OpenAI-compatible server** (offline, no API key: the embedded default),
+2. stream a chat completion through the real `openai` SDK and **watch the text grow live**,
+3. read what the stream measured (time to first token, tokens/s, usage, finish reason),
+4. run a stream in the background with a **Stop** button, and see what errors look like,
+5. keep a multi-turn conversation in a `ChatState`.
+
+Every cell runs top to bottom without a network. The last section points the same code at a real
+provider (OpenAI, vLLM, Ollama, llama.cpp) by changing a base URL and a key."""
+    ),
+    new_code_cell(
+        """import pandas as pd
+
+import streamkit as sk
+from streamkit.server import MODELS
+
+server = sk.default_server()  # started once per process, in a background thread, on a free port
+print(f"bundled server at {server.base_url}")
+pd.DataFrame(
+    [
+        {
+            "model": m.id,
+            "time to first token (s)": m.ttft,
+            "tokens/s": m.tokens_per_second,
+            "USD per 1M input": m.input_price,
+            "USD per 1M output": m.output_price,
+        }
+        for m in MODELS.values()
+    ]
+).set_index("model")"""
+    ),
+    new_markdown_cell(
+        """## 1. Stream a reply
+
+`sk.chat` sends the prompt, and renders tokens as they arrive into a live view: a widget here in
+JupyterLab, plain text in a terminal or a CI log. `sim-large` is the slower of the simulated models
+(~25 tokens/s after a ~0.4 s time to first token), slow enough to watch."""
+    ),
+    new_code_cell(
+        """result = await sk.chat("Explain server-sent events", model="sim-large", max_tokens=120)
+assert result.ok and result.output_tokens == 120"""
+    ),
+    new_markdown_cell(
+        """The result keeps the text and what the stream measured. Time to first token counts the first
+chunk *with content* (the role-only chunk the server sends first does not count), as vLLM's
+`bench serve` does."""
+    ),
+    new_code_cell(
+        """print(result.summary())
+print(f"time to first byte {result.ttfb * 1000:.0f} ms, time to first token {result.ttft * 1000:.0f} ms")"""
+    ),
+    new_markdown_cell(
+        """Token arrival over time shows the shape of a stream better than numbers do: a flat start
+(time to first token), then a steady slope (the decode speed) with a little jitter."""
+    ),
+    new_code_cell(
+        """import plotly.graph_objects as go
+
+t0 = result.sent_at
+fig = go.Figure(
+    go.Scatter(
+        x=[t - t0 for t in result.token_times],
+        y=list(range(1, result.chunks + 1)),
+        mode="lines+markers",
+        marker={"size": 4},
+        name="tokens received",
+    )
+)
+fig.add_vline(x=result.ttft, line_dash="dot", annotation_text="first token")
+fig.update_layout(
+    title="Tokens received over time (sim-large)",
+    xaxis_title="seconds since the request was sent",
+    yaxis_title="tokens",
+    height=320,
+    margin={"t": 50, "b": 40},
+)
+fig.show()"""
+    ),
+    new_markdown_cell(
+        """## 2. A stream in the background, with a Stop button
+
+A cell that `await`s keeps the kernel busy, and a busy kernel cannot hear the widgets: a button press
+waits until the cell ends. `sk.start_chat` runs the stream as a background task instead, so the cell
+returns at once and **Stop** works. Stopping closes the HTTP connection (the server stops generating)
+and keeps the text received so far."""
+    ),
+    new_code_cell(
+        """task = sk.start_chat(
+    "Write a long essay about latency in data pipelines",
+    model="sim-large",
+    max_tokens=400,
+)"""
+    ),
+    new_code_cell(
+        """import asyncio
+
+await asyncio.sleep(1.5)  # a person would press Stop here; we press it from code
+task.stop()
+stopped = await task
+print(stopped.status, "after", stopped.chunks, "chunks")
+assert stopped.status == "stopped" and 0 < stopped.chunks < 400"""
+    ),
+    new_markdown_cell(
+        """## 3. Errors are typed, and say what to do
+
+Every failure raises a subclass of `sk.StreamkitError` that names its cause, says whether a retry
+could help, and keeps any text that arrived before it. Here a server that requires a key gets the
+wrong one."""
+    ),
+    new_code_cell(
+        """secured = sk.serve_in_thread(api_key="the-right-key")
+try:
+    await sk.Client(secured.base_url, api_key="a-wrong-key", model="sim-small").chat("hello")
+except sk.AuthError as error:
+    print(f"{error.kind} (retryable: {error.retryable}): {error}")
+finally:
+    secured.stop()"""
+    ),
+    new_markdown_cell(
+        """## 4. A conversation
+
+A `ChatState` holds the history, sends it as context with each prompt, and tells subscribers when
+anything changes (what a UI binds to)."""
+    ),
+    new_code_cell(
+        """state = sk.ChatState(system="You are a concise assistant.")
+changes = []
+state.subscribe(lambda s, change: changes.append(change))
+
+await sk.chat("What is time to first token?", state=state, max_tokens=40, view=None)
+await sk.chat("And inter-token latency?", state=state, max_tokens=40, view=None)
+
+for message in state.history:
+    print(f"{message.role:>9}: {message.content[:70]}…")
+assert [m.role for m in state.history] == ["user", "assistant", "user", "assistant"]
+assert changes.count("end") == 2"""
+    ),
+    new_markdown_cell(
+        """## 5. Point it at a real provider
+
+The same code streams from any OpenAI-compatible endpoint. Set `STREAMKIT_BASE_URL` (for example
+`https://api.openai.com/v1`, `http://localhost:8000/v1` for vLLM, `http://localhost:11434/v1` for
+Ollama, `http://localhost:8080/v1` for llama.cpp), `STREAMKIT_MODEL`, and `OPENAI_API_KEY` if the
+endpoint needs one, then run this cell. Without them it does nothing, and no key is ever stored in
+the notebook."""
+    ),
+    new_code_cell(
+        """import os
+
+if os.environ.get("STREAMKIT_BASE_URL"):
+    real = sk.Client(os.environ["STREAMKIT_BASE_URL"], model=os.environ.get("STREAMKIT_MODEL"))
+    real_result = await real.chat("Explain server-sent events in two sentences.")
+    print(real_result.summary())
+else:
+    print("STREAMKIT_BASE_URL is not set: staying on the bundled server.")"""
+    ),
+    new_markdown_cell(
+        """## What to try next
+
+- Change `model="sim-large"` to `"sim-small"` and compare the arrival plot.
+- Make a stream slower or faster per request: `extra_body={"streamkit": {"tokens_per_second": 5}}`.
+- From a terminal: `streamkit chat "Explain caching"` streams to stdout; `streamkit serve` runs this
+  server for curl, the openai SDK or any other client."""
+    ),
+]
+
+nb = new_notebook(cells=cells)
+nb.metadata = {
+    "kernelspec": {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"},
+    "language_info": {"name": "python"},
+}
+path = Path(__file__).resolve().parent.parent / "notebooks" / "00_quickstart.ipynb"
+nbformat.write(nb, path)
+print(f"wrote {path.name}")
