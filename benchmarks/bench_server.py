@@ -2,7 +2,9 @@
 
 The bundled server runs in a subprocess (pinned to CPU 0 when there are two or more), so its CPU
 time, read from ``/proc/<pid>/stat``, is its own; the client is a minimal asyncio HTTP/1.1 reader
-(hand-written request, de-chunking, split on the blank line) pinned to CPU 1.
+(hand-written request, de-chunking, split on the blank line) pinned to CPU 1. The CPU used by
+every other process during each window is reported too: on a shared machine it explains a
+disturbed run.
 
 - throughput: ``--streams`` keep-alive connections each loop on fast requests
   (``streamkit: {"tokens_per_second": 2000, "ttft": 0}``) for ``--duration`` seconds; report the
@@ -39,8 +41,11 @@ PROMPT = [{"role": "user", "content": "Explain streaming latency"}]
 # --- the server, in its own process ----------------------------------------------------------
 
 
-def start_server() -> tuple[subprocess.Popen[bytes], int]:
-    """Start ``run_server(port=0)`` in a subprocess; return it and the port it printed."""
+def start_server(pin: bool) -> tuple[subprocess.Popen[bytes], int]:
+    """Start ``run_server(port=0)`` in a subprocess; return it and the port it printed.
+
+    With ``pin``, the server runs on CPU 0 and this process on CPU 1.
+    """
     code = "from streamkit.server import run_server; run_server(port=0)"
     proc = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE)
     assert proc.stderr is not None
@@ -56,7 +61,7 @@ def start_server() -> tuple[subprocess.Popen[bytes], int]:
             pass
 
     threading.Thread(target=drain, daemon=True).start()
-    if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
+    if pin and hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
         os.sched_setaffinity(proc.pid, {0})
         os.sched_setaffinity(0, {1})
     return proc, int(match.group(1))
@@ -77,6 +82,44 @@ def cpu_seconds(pid: int) -> float:
         # The command name may contain spaces; fields resume after its closing parenthesis.
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def busy_seconds() -> float:
+    """CPU time spent by every process on the machine (all cores), from /proc/stat."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    # user nice system idle iowait irq softirq steal ...: everything but idle and iowait.
+    return (sum(fields[:8]) - fields[3] - fields[4]) / CLK_TCK
+
+
+@dataclass
+class CpuUse:
+    """CPU seconds over a window, by whom."""
+
+    wall: float
+    server: float
+    client: float
+    other: float  # every other process: on a shared machine, it explains a disturbed run
+
+    def percent(self, seconds: float) -> float:
+        """CPU seconds as a percentage of one core over the window."""
+        return seconds / self.wall * 100
+
+
+class CpuWindow:
+    """Measures :class:`CpuUse` from construction to :meth:`stop`."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.start = self._read()
+
+    def _read(self) -> tuple[float, float, float, float]:
+        own = os.times()
+        return (time.perf_counter(), cpu_seconds(self.pid), own.user + own.system, busy_seconds())
+
+    def stop(self) -> CpuUse:
+        wall, server, client, busy = (b - a for a, b in zip(self.start, self._read(), strict=True))
+        return CpuUse(wall, server, client, max(0.0, busy - server - client))
 
 
 # --- a minimal HTTP/1.1 + SSE client ---------------------------------------------------------
@@ -157,6 +200,7 @@ def request_body(streamkit: dict[str, float], model: str = "sim-small") -> bytes
 class Throughput:
     chunks_per_s: float
     cpu_us_per_chunk: float
+    cpu: CpuUse
 
 
 async def throughput_run(pid: int, port: int, streams: int, duration: float) -> Throughput:
@@ -171,15 +215,15 @@ async def throughput_run(pid: int, port: int, streams: int, duration: float) -> 
 
     tasks = [asyncio.ensure_future(worker(c)) for c in conns]
     await asyncio.sleep(0.5)  # warm up: every stream running
-    n0, c0, t0 = counter[0], cpu_seconds(pid), time.perf_counter()
+    n0, window = counter[0], CpuWindow(pid)
     await asyncio.sleep(duration)
-    n1, c1, t1 = counter[0], cpu_seconds(pid), time.perf_counter()
+    n1, cpu = counter[0], window.stop()
     stop.set()
     await asyncio.gather(*tasks)
     for c in conns:
         await c.close()
     chunks = n1 - n0
-    return Throughput(chunks / (t1 - t0), (c1 - c0) / chunks * 1e6)
+    return Throughput(chunks / cpu.wall, cpu.server / chunks * 1e6, cpu)
 
 
 @dataclass
@@ -187,7 +231,8 @@ class Pacing:
     p50_ms: float
     p99_ms: float
     max_ms: float
-    cpu_percent: float
+    cpu_us_per_chunk: float
+    cpu: CpuUse
     chunks: int
 
 
@@ -203,13 +248,12 @@ async def pacing_run(pid: int, port: int, streams: int, rate: float, tokens: int
         await asyncio.sleep(spread * i / streams)
         await conns[i].stream(body, arrivals[i], counter)
 
-    # Server CPU over the middle of the run, when every stream is running.
+    # CPU over the middle of the run, when every stream is running.
     tasks = [asyncio.ensure_future(one(i)) for i in range(streams)]
     await asyncio.sleep(spread + 0.2)
-    c0, t0 = cpu_seconds(pid), time.perf_counter()
-    steady = max(0.5, tokens * gap - spread - 0.4)
-    await asyncio.sleep(steady)
-    c1, t1 = cpu_seconds(pid), time.perf_counter()
+    n0, window = counter[0], CpuWindow(pid)
+    await asyncio.sleep(max(0.5, tokens * gap - spread - 0.4))
+    n1, cpu = counter[0], window.stop()
     await asyncio.gather(*tasks)
     for c in conns:
         await c.close()
@@ -224,11 +268,12 @@ async def pacing_run(pid: int, port: int, streams: int, rate: float, tokens: int
     def pct(p: float) -> float:
         return errors[min(len(errors) - 1, int(p / 100 * len(errors)))] * 1e3
 
-    return Pacing(pct(50), pct(99), errors[-1] * 1e3, (c1 - c0) / (t1 - t0) * 100, len(errors))
+    per_chunk = cpu.server / max(1, n1 - n0) * 1e6
+    return Pacing(pct(50), pct(99), errors[-1] * 1e3, per_chunk, cpu, len(errors))
 
 
 async def main_async(args: argparse.Namespace) -> None:
-    proc, port = start_server()
+    proc, port = start_server(args.pin)
     try:
         # One short stream first: imports and first-request costs are not the steady state.
         warm = await Conn.open(port)
@@ -241,9 +286,12 @@ async def main_async(args: argparse.Namespace) -> None:
         for run in range(args.runs):
             result = await throughput_run(proc.pid, port, args.streams, args.duration)
             throughputs.append(result)
+            cpu = result.cpu
             print(
                 f"throughput run {run + 1}: {result.chunks_per_s:,.0f} chunks/s, "
-                f"{result.cpu_us_per_chunk:.1f} µs server CPU/chunk",
+                f"{result.cpu_us_per_chunk:.1f} µs server CPU/chunk; CPU % of a core: "
+                f"server {cpu.percent(cpu.server):.0f}, client {cpu.percent(cpu.client):.0f}, "
+                f"other processes {cpu.percent(cpu.other):.0f}",
                 file=sys.stderr,
             )
         pacings: list[Pacing] = []
@@ -252,16 +300,20 @@ async def main_async(args: argparse.Namespace) -> None:
                 proc.pid, port, args.pacing_streams, args.pacing_rate, args.pacing_tokens
             )
             pacings.append(pacing)
+            cpu = pacing.cpu
             print(
                 f"pacing run {run + 1}: |error| p50 {pacing.p50_ms:.2f} ms, "
-                f"p99 {pacing.p99_ms:.2f} ms, max {pacing.max_ms:.1f} ms, "
-                f"server CPU {pacing.cpu_percent:.0f}% ({pacing.chunks} chunks)",
+                f"p99 {pacing.p99_ms:.2f} ms, max {pacing.max_ms:.1f} ms over {pacing.chunks} "
+                f"chunks; {pacing.cpu_us_per_chunk:.1f} µs server CPU/chunk; CPU % of a core: "
+                f"server {cpu.percent(cpu.server):.0f}, client {cpu.percent(cpu.client):.0f}, "
+                f"other processes {cpu.percent(cpu.other):.0f}",
                 file=sys.stderr,
             )
     finally:
         stop_server(proc)
 
     med = statistics.median
+    cpus = [r.cpu for r in throughputs] + [r.cpu for r in pacings]
     rows = [
         (
             f"throughput, {args.streams} streams @ 2000 tok/s",
@@ -269,12 +321,8 @@ async def main_async(args: argparse.Namespace) -> None:
             f"{med(t.chunks_per_s for t in throughputs):,.0f}",
             ">= 25,000",
         ),
-        (
-            "",
-            "server CPU µs/chunk",
-            f"{med(t.cpu_us_per_chunk for t in throughputs):.1f}",
-            "",
-        ),
+        ("", "server CPU µs/chunk", f"{med(t.cpu_us_per_chunk for t in throughputs):.1f}", ""),
+        ("", "client CPU %", f"{med(t.cpu.percent(t.cpu.client) for t in throughputs):.0f}", ""),
         (
             f"pacing, {args.pacing_streams} streams @ {args.pacing_rate:g} tok/s",
             "|error| p50 (ms)",
@@ -282,8 +330,16 @@ async def main_async(args: argparse.Namespace) -> None:
             "",
         ),
         ("", "|error| p99 (ms)", f"{med(p.p99_ms for p in pacings):.2f}", "<= 5"),
-        ("", "server CPU %", f"{med(p.cpu_percent for p in pacings):.0f}", "one core = 100"),
+        ("", "server CPU %", f"{med(p.cpu.percent(p.cpu.server) for p in pacings):.0f}", ""),
+        ("", "server CPU µs/chunk", f"{med(p.cpu_us_per_chunk for p in pacings):.1f}", ""),
+        (
+            "all runs",
+            "other processes' CPU %",
+            f"{med(c.percent(c.other) for c in cpus):.0f}",
+            "~0 for a clean run",
+        ),
     ]
+    sys.stderr.flush()
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     header = ("scenario", "metric", f"median of {args.runs}", "target")
     widths = [max(w, len(h)) for w, h in zip(widths, header, strict=True)]
@@ -299,6 +355,12 @@ def main() -> None:
     parser.add_argument("--pacing-streams", type=int, default=500)
     parser.add_argument("--pacing-rate", type=float, default=20.0, help="tokens/s per stream")
     parser.add_argument("--pacing-tokens", type=int, default=100, help="tokens per paced stream")
+    parser.add_argument(
+        "--no-pin",
+        dest="pin",
+        action="store_false",
+        help="let the OS place server and client (default: server on CPU 0, client on CPU 1)",
+    )
     asyncio.run(main_async(parser.parse_args()))
 
 

@@ -15,5 +15,13 @@ python -m pip install --quiet -e ".[test]"
 ruff check .
 ruff format --check .
 mypy
+# The browser tests drive JupyterLab in Debian's Chromium (never a browser downloaded by playwright).
+if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  apt-get update -qq && apt-get install -y -qq chromium
+fi
+# In CI a missing browser fails the browser tests instead of skipping them.
+if [ -n "${CI:-}" ]; then
+  export STREAMKIT_REQUIRE_BROWSER=1
+fi
 # Notebooks run top to bottom against the bundled server (offline) under nbval.
 python -m pytest --nbval-lax --nbval-sanitize-with tests/nbval_sanitize.cfg tests notebooks "$@"

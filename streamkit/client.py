@@ -14,6 +14,7 @@ background thread: the embedded default, offline and keyless.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import threading
 import time
@@ -159,6 +160,23 @@ class Client:
         return stream_chat_completion(
             self.sdk(), model=request.pop("model"), messages=_messages(prompt), params=request
         )
+
+    @contextlib.asynccontextmanager
+    async def stream(self, prompt: Prompt, **request: Any) -> AsyncIterator[AsyncIterator[Event]]:
+        """:meth:`events` as a context manager: leaving the ``async with`` closes the connection.
+
+        A plain ``async for`` that ``break``s leaves its generator to the garbage collector; this
+        closes it at once, so the server stops generating::
+
+            async with client.stream("Explain SSE") as events:
+                async for event in events:
+                    ...
+        """
+        events = self.events(prompt, **request)
+        try:
+            yield events
+        finally:
+            await events.aclose()  # type: ignore[attr-defined]  # an async generator
 
     def _request(
         self,

@@ -159,17 +159,17 @@ async def test_stop_closes_the_connection_and_keeps_text(server) -> None:  # typ
     await wait_for(lambda: stats.active_streams == 0)
 
 
-async def test_leaving_the_loop_early_closes_the_stream(server) -> None:  # type: ignore[no-untyped-def]
+async def test_leaving_async_with_closes_the_stream(server) -> None:  # type: ignore[no-untyped-def]
     stats = server.app.stats
     disconnected = stats.streams_disconnected
     body = {"streamkit": {"ttft": 0.0, "tokens_per_second": 100, "length": 500}}
     async with sk.Client(server.base_url, model="sim-small") as client:
-        stream = client.events("long", extra_body=body)
-        async for event in stream:
-            if isinstance(event, TokenDelta) and event.index == 3:
-                break
-        await stream.aclose()  # type: ignore[attr-defined]
-    await wait_for(lambda: stats.streams_disconnected == disconnected + 1)
+        async with client.stream("long", extra_body=body) as events:
+            async for event in events:
+                if isinstance(event, TokenDelta) and event.index == 3:
+                    break
+        # Closed on leaving the block, not at garbage collection: the server sees it promptly.
+        await wait_for(lambda: stats.streams_disconnected == disconnected + 1, within=1.0)
 
 
 async def test_cancelling_the_task_marks_stopped_and_propagates(server) -> None:  # type: ignore[no-untyped-def]

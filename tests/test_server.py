@@ -23,7 +23,13 @@ import pytest
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from streamkit.errors import UsageError
-from streamkit.server import MODELS, RunningServer, run_server, serve_in_thread
+from streamkit.server import (
+    MODELS,
+    RunningServer,
+    default_server,
+    run_server,
+    serve_in_thread,
+)
 from streamkit.server.app import RequestError, parse_chat_request, plan_reply
 from streamkit.server.pacer import DueQueue, Pacer
 from streamkit.server.textgen import THEMES, generate, schedule, tokenize
@@ -43,26 +49,22 @@ def _body(**overrides: Any) -> dict[str, Any]:
 
 
 async def _raw_stream(
-    base_url: str, body: dict[str, Any], headers: dict[str, str] | None = None
+    base_url: str, body: dict[str, Any]
 ) -> tuple[httpx.Response, bytes, list[tuple[float, bytes]]]:
-    """POST a streaming request; the response, its whole body, and each frame with its arrival
-    time (seconds after the request was sent)."""
+    """POST a streaming request; the response, its whole body, and each frame (without its
+    blank line) with its arrival time in seconds after the request was sent."""
     frames: list[tuple[float, bytes]] = []
+    body_bytes = b""
     buffer = b""
     async with httpx.AsyncClient(timeout=30) as client:
         t0 = time.perf_counter()
-        async with client.stream(
-            "POST", base_url + "/chat/completions", json=body, headers=headers
-        ) as response:
+        async with client.stream("POST", base_url + "/chat/completions", json=body) as response:
             async for data in response.aiter_raw():
                 now = time.perf_counter() - t0
-                buffer += data
-                *complete, rest = (buffer).split(b"\n\n")
-                consumed = len(buffer) - len(rest)
+                body_bytes += data
+                *complete, buffer = (buffer + data).split(b"\n\n")
                 frames.extend((now, f) for f in complete)
-                buffer = buffer[consumed:]
-    whole = b"".join(f + b"\n\n" for _, f in frames) + buffer
-    return response, whole, frames
+    return response, body_bytes, frames
 
 
 # ---------------------------------------------------------------------------------------------
@@ -166,7 +168,7 @@ def test_due_queue_orders_and_keeps_ties_fifo() -> None:
 @pytest.mark.anyio
 async def test_pacer_releases_waiters_in_order_near_their_times() -> None:
     pacer = Pacer()
-    t0 = pacer.time() + 0.02
+    t0 = pacer.time() + 0.1  # far enough ahead that every waiter suspends, even on a busy CI
     delays = [0.05, 0.01, 0.03, 0.07, 0.02, 0.04]
     released: list[tuple[float, float]] = []
 
@@ -177,14 +179,15 @@ async def test_pacer_releases_waiters_in_order_near_their_times() -> None:
     await asyncio.gather(*(waiter(d) for d in delays))
     assert [d for d, _ in released] == sorted(delays)
     for due, at in released:
-        assert due - pacer.slack - 1e-6 <= at <= due + 0.05, (due, at)
+        # Never early by more than the slack; late only by scheduling noise.
+        assert due - pacer.slack - 1e-6 <= at <= due + 0.2, (due, at)
 
 
 @pytest.mark.anyio
 async def test_pacer_shares_one_wakeup_and_skips_cancelled() -> None:
     pacer = Pacer()
-    t = pacer.time() + 0.03
-    cancelled = asyncio.ensure_future(pacer.wait_until(t - 0.02))
+    t = pacer.time() + 0.1
+    cancelled = asyncio.ensure_future(pacer.wait_until(t - 0.05))
     await asyncio.sleep(0)
     cancelled.cancel()
     results = await asyncio.gather(*(pacer.wait_until(t) for _ in range(200)))
@@ -458,8 +461,9 @@ async def _first_content_at(server: RunningServer, model: str) -> float:
 
 @pytest.mark.anyio
 async def test_large_model_has_slower_first_token(server: RunningServer) -> None:
-    small = await _first_content_at(server, "sim-small")
-    large = await _first_content_at(server, "sim-large")
+    # The best of two each: a busy machine can only add delay.
+    small = min([await _first_content_at(server, "sim-small") for _ in range(2)])
+    large = min([await _first_content_at(server, "sim-large") for _ in range(2)])
     assert small >= 0.07  # configured 0.08 s
     assert large >= 0.38  # configured 0.40 s
     assert large > small + 0.15
@@ -500,7 +504,7 @@ async def test_auth(auth_server: RunningServer) -> None:
         error = response.json()["error"]
         assert error["code"] == "invalid_api_key" and error["type"] == "invalid_request_error"
         assert "test-key" not in response.text and "nope-nope" not in response.text
-    assert wrong.json()["error"]["message"].startswith("Incorrect API key provided.")
+    assert wrong.json()["error"]["message"].startswith("Incorrect API key provided:")
     assert right.status_code == 200 and health.status_code == 200
     assert "test-key" not in repr(auth_server)
 
@@ -577,9 +581,8 @@ async def test_not_found_and_wrong_method(server: RunningServer) -> None:
 async def test_client_disconnect_stops_the_stream(server: RunningServer) -> None:
     stats = server.app.stats
     before = stats.streams_disconnected
-    sent_before = stats.tokens_sent
     body = json.dumps(
-        _body(stream=True, streamkit={"ttft": 0, "tokens_per_second": 50, "length": 500})
+        _body(stream=True, streamkit={"ttft": 0, "tokens_per_second": 200, "length": 2000})
     ).encode()
     reader, writer = await asyncio.open_connection(server.host, server.port)
     try:
@@ -604,9 +607,10 @@ async def test_client_disconnect_stops_the_stream(server: RunningServer) -> None
         await asyncio.sleep(0.01)
     assert stats.streams_disconnected == before + 1
     assert stats.active_streams == 0
-    # Generation stopped: far fewer than the 500 pieces asked for were produced.
+    # Generation stopped: nothing more is produced for the departed client.
+    sent = stats.tokens_sent
     await asyncio.sleep(0.2)
-    assert stats.tokens_sent - sent_before < 30
+    assert stats.tokens_sent == sent
 
 
 # ---------------------------------------------------------------------------------------------
@@ -653,6 +657,12 @@ async def test_stop_ends_open_streams_cleanly(caplog: pytest.LogCaptureFixture) 
     assert received.endswith(b"\r\n0\r\n\r\n") and b"[DONE]" not in received
     assert running.app.stats.streams_aborted == 1 and running.app.stats.active_streams == 0
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def test_default_server_is_one_lazy_singleton() -> None:
+    first = default_server()
+    assert default_server() is first and first.running and first.api_key is None
+    assert httpx.get(first.url + "/health").status_code == 200
 
 
 def test_run_server_refuses_public_host_without_key() -> None:

@@ -61,7 +61,8 @@ chunk *with content* (the role-only chunk the server sends first does not count)
     ),
     new_code_cell(
         """print(result.summary())
-print(f"time to first byte {result.ttfb * 1000:.0f} ms, time to first token {result.ttft * 1000:.0f} ms")"""
+print(f"time to first byte {result.ttfb * 1000:.0f} ms")
+print(f"time to first token {result.ttft * 1000:.0f} ms")"""
     ),
     new_markdown_cell(
         """Token arrival over time shows the shape of a stream better than numbers do: a flat start
@@ -124,7 +125,8 @@ wrong one."""
     new_code_cell(
         """secured = sk.serve_in_thread(api_key="the-right-key")
 try:
-    await sk.Client(secured.base_url, api_key="a-wrong-key", model="sim-small").chat("hello")
+    client = sk.Client(secured.base_url, api_key="a-wrong-key", model="sim-small")
+    await client.chat("hello", view=None)
 except sk.AuthError as error:
     print(f"{error.kind} (retryable: {error.retryable}): {error}")
 finally:

@@ -29,7 +29,7 @@ __all__ = ["WidgetView"]
 
 # pre-wrap keeps the model's newlines and still wraps long lines; break-word stops a long URL
 # from widening the cell.
-_PRE_OPEN = '<pre style="white-space:pre-wrap;overflow-wrap:break-word;margin:0">'
+_PRE_OPEN = '<pre style="white-space:pre-wrap;word-break:normal;overflow-wrap:break-word;margin:0">'
 _PRE_CLOSE = "</pre>"
 _ERROR_STYLE = "color:var(--jp-error-color1,#c62828);font-weight:bold"
 _MUTED_STYLE = "color:var(--jp-ui-font-color2,#616161)"

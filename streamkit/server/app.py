@@ -898,8 +898,8 @@ class App:
         hint = "No API key provided" if not given else "Incorrect API key provided"
         raise RequestError(
             401,
-            f"{hint}. Send the key the server was started with as 'Authorization: Bearer <key>' "
-            "(openai SDK: api_key=...; streamkit: api_key=... or OPENAI_API_KEY).",
+            f"{hint}: this server was started with an API key; send it as "
+            "'Authorization: Bearer <key>'",
             code="invalid_api_key",
         )
 

@@ -9,6 +9,7 @@ notebook kernel's, a test's) is never touched.
 from __future__ import annotations
 
 import atexit
+import gc
 import ipaddress
 import socket
 import sys
@@ -17,6 +18,7 @@ import time
 from types import TracebackType
 
 import uvicorn
+from uvicorn.config import LOGGING_CONFIG
 
 from ..errors import UsageError
 from .app import App, create_app
@@ -47,17 +49,19 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _config(app: App, **kwargs: object) -> uvicorn.Config:
+def _config(app: App, *, configure_logging: bool) -> uvicorn.Config:
     return uvicorn.Config(
         app,
         log_level="warning",
+        # In a host process (a notebook kernel, a test runner) leave its logging alone: uvicorn's
+        # warnings still reach stderr through the logging module's last-resort handler.
+        log_config=LOGGING_CONFIG if configure_logging else None,
         lifespan="off",
         access_log=False,
-        # An open stream would otherwise hold shutdown until it ends; one second is plenty for
-        # short replies and bounds stop() for long ones.
+        # A backstop only: replies in flight are ended as shutdown begins (see _Server), so this
+        # bounds a handler that is stuck elsewhere.
         timeout_graceful_shutdown=1,
         backlog=_BACKLOG,
-        **kwargs,  # type: ignore[arg-type]
     )
 
 
@@ -174,9 +178,7 @@ def serve_in_thread(
     """
     app = create_app(api_key=api_key)
     sock = _bind(host, port)
-    # log_config=None: do not reconfigure the host process's logging (a notebook's, a test
-    # runner's); uvicorn's warnings still reach stderr through the logging module's fallback.
-    server = _Server(_config(app, log_config=None), app)
+    server = _Server(_config(app, configure_logging=False), app)
     failure: list[BaseException] = []
 
     def run() -> None:
@@ -246,6 +248,7 @@ def run_server(host: str = "127.0.0.1", port: int = 8000, api_key: str | None = 
 
     Raises:
         UsageError: a non-loopback host without an API key, or an address that cannot be bound.
+        KeyboardInterrupt: on Ctrl-C, after a clean shutdown (uvicorn re-raises the signal).
     """
     if not _is_loopback(host) and not api_key:
         raise UsageError(
@@ -263,7 +266,13 @@ def run_server(host: str = "127.0.0.1", port: int = 8000, api_key: str | None = 
         file=sys.stderr,
         flush=True,
     )
+    # While serving, keep everything imported so far (the package, the openai SDK's models:
+    # ~100k objects) out of the collector's reach: a full collection otherwise scans them all,
+    # a 50 ms pause that every open stream feels as a late token.
+    gc.collect()
+    gc.freeze()
     try:
-        _Server(_config(app), app).run(sockets=[sock])
+        _Server(_config(app, configure_logging=True), app).run(sockets=[sock])
     finally:
+        gc.unfreeze()
         sock.close()
