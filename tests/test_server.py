@@ -668,3 +668,21 @@ def test_default_server_is_one_lazy_singleton() -> None:
 def test_run_server_refuses_public_host_without_key() -> None:
     with pytest.raises(UsageError, match="--api-key"):
         run_server(host="0.0.0.0", port=0)
+
+
+def test_listening_socket_gives_accepted_connections_tcp_nodelay() -> None:
+    # asyncio sets TCP_NODELAY only on accepted sockets whose proto is IPPROTO_TCP, which they
+    # inherit from the listener. With proto 0, a keep-alive client waited ~40 ms for each
+    # stream's first chunk (Nagle's algorithm against the client's delayed ACK).
+    import socket
+
+    from streamkit.server.runner import _bind
+
+    listener = _bind("127.0.0.1", 0)
+    try:
+        with socket.create_connection(listener.getsockname()):
+            accepted, _ = listener.accept()
+            with accepted:
+                assert accepted.proto == socket.IPPROTO_TCP
+    finally:
+        listener.close()

@@ -32,7 +32,10 @@ _BACKLOG = 2048  # uvicorn's default
 
 def _bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP, not the default 0: accepted sockets inherit the protocol number, and asyncio
+    # sets TCP_NODELAY only on sockets whose proto says TCP. Without it, a keep-alive client's
+    # delayed ACK holds back the first chunk after the headers by ~40 ms (Nagle's algorithm).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         # Lets a restarted server take its port back while old connections sit in TIME_WAIT.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -4,7 +4,8 @@ The SDK builds the request, authenticates, maps HTTP errors and works with every
 server (OpenAI, vLLM, Ollama, llama.cpp). Its per-chunk loop, though, builds a pydantic model for
 every chunk (~170–210 µs of CPU here, against ~3 µs for ``json.loads``), which saturates a core at a
 few thousand chunks/s. So we open the request with ``with_streaming_response`` and decode the raw
-bytes ourselves with :class:`~streamkit._sse.SSEDecoder`: no SDK model objects on the hot path.
+bytes ourselves with :class:`~streamkit._sse.SSEDecoder` and ``jiter``: no SDK model objects on the
+hot path.
 
 Every third-party exception is translated here, once, into :mod:`streamkit.errors`.
 """
@@ -12,13 +13,13 @@ Every third-party exception is translated here, once, into :mod:`streamkit.error
 from __future__ import annotations
 
 import email.utils
-import json
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any
 
 import httpx2
 import openai
+from jiter import from_json
 
 from .._sse import SSEDecoder
 from ..errors import (
@@ -91,7 +92,7 @@ async def stream_chat_completion(
             usage: Usage | None = None
             done = False
             index = 0
-            loads = json.loads
+            loads = from_json  # jiter, as the SDK itself uses: ~1 µs a chunk against ~3.6 for json
             async for raw in response.http_response.aiter_bytes():
                 now = _clock()  # one read, one arrival time: chunks in it arrived together
                 for sse in decoder.feed(raw):
