@@ -15,7 +15,7 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from .batching import TokenBuffer
-from .client import ChatTask, Client, chat, chat_sync, default_client, start_chat
+from .client import ChatTask, Client, Observer, chat, chat_sync, default_client, start_chat
 from .errors import (
     APIStatusError,
     AuthError,
@@ -32,7 +32,7 @@ from .errors import (
     TransportError,
     UsageError,
 )
-from .events import Event, StreamEnd, StreamError, StreamStart, TokenDelta, Usage
+from .events import Event, StreamEnd, StreamError, StreamRetry, StreamStart, TokenDelta, Usage
 from .render import ConsoleView, View, WidgetView, auto_view
 from .result import StreamResult
 from .server import RunningServer, default_server, serve_in_thread
@@ -50,6 +50,7 @@ __all__ = [
     "ConsoleView",
     "Event",
     "NotFoundError",
+    "Observer",
     "ProtocolError",
     "RateLimitError",
     "ReadTimeout",
@@ -60,6 +61,7 @@ __all__ = [
     "StreamError",
     "StreamInterrupted",
     "StreamResult",
+    "StreamRetry",
     "StreamStart",
     "StreamkitError",
     "TokenBuffer",

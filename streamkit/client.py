@@ -19,8 +19,8 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping
-from typing import Any, Literal, TypeVar
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping, Sequence
+from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
 import openai
 
@@ -34,6 +34,7 @@ from .transports.openai_sse import stream_chat_completion
 __all__ = [
     "ChatTask",
     "Client",
+    "Observer",
     "ViewArg",
     "chat",
     "chat_sync",
@@ -225,7 +226,9 @@ class Client:
             state: a :class:`ChatState` to update and to take the conversation history from.
             raise_on_error: raise the typed error after showing it (default), or return the
                 failed result instead.
-            **request: passed to :meth:`events` (``model``, ``max_tokens``, ``seed``, …).
+            **request: passed to :meth:`events` (``model``, ``max_tokens``, ``seed``, …), and
+                ``observers``: a list of :class:`Observer` (e.g. a metrics collector) that see
+                every event.
 
         Returns:
             The result; on a Stop button press its status is ``stopped`` and it keeps the text.
@@ -268,6 +271,17 @@ class Client:
             return await self.chat(prompt, **kwargs)
         finally:
             await self.aclose()
+
+
+@runtime_checkable
+class Observer(Protocol):
+    """Anything that watches a chat's events, e.g. a metrics collector (``observers=[...]``)."""
+
+    def on_event(self, event: Event) -> None:
+        """Called on the loop thread for every event; must be cheap (it runs per token)."""
+
+    def finish(self, result: StreamResult) -> None:
+        """Called once when the stream is over, whatever the outcome."""
 
 
 class ChatTask:
@@ -334,6 +348,10 @@ class _ChatRun:
         self.client = client
         self.view = view
         self.state = state
+        observers: Sequence[Observer] = request.pop("observers", None) or ()
+        # Everything that sees each event, in order: the view first (the screen), then the state
+        # and any observers (metrics). All are called on the loop thread, once per event.
+        self.sinks: list[Observer] = [s for s in (view, state, *observers) if s is not None]
         self.request = request
         self.stop = _StopHandle()
         self.result = StreamResult(model=request.get("model") or client.model or "")
@@ -359,14 +377,12 @@ class _ChatRun:
         task = asyncio.current_task()
         if task is not None and self.stop._task is None:
             self.stop.bind(task, asyncio.get_running_loop())
-        result, view, state = self.result, self.view, self.state
+        result, sinks = self.result, self.sinks
         try:
             async for event in self.client.events(self.messages, **self.request):
                 result.apply(event)
-                if view is not None:
-                    view.on_event(event)
-                if state is not None:
-                    state.on_event(event)
+                for sink in sinks:
+                    sink.on_event(event)
         except StreamkitError as exc:
             exc.partial_text = exc.partial_text or result.text
             self._fail(exc)
@@ -387,19 +403,15 @@ class _ChatRun:
             if task is not None:
                 task.uncancel()  # our own Stop: the task ends normally, with a stopped result
         finally:
-            if view is not None:
-                view.finish(result)
-            if state is not None:
-                state.finish(result)
+            for sink in sinks:
+                sink.finish(result)
         return result
 
     def _fail(self, error: StreamkitError) -> None:
         event = StreamError(error, time.perf_counter())
         self.result.apply(event)
-        if self.view is not None:
-            self.view.on_event(event)
-        if self.state is not None:
-            self.state.on_event(event)
+        for sink in self.sinks:
+            sink.on_event(event)
 
 
 def _messages(prompt: Prompt) -> list[Mapping[str, Any]]:

@@ -3,7 +3,9 @@
 A stream is, in order: one :class:`StreamStart` (response headers arrived), zero or more
 :class:`TokenDelta` (each content chunk, with its index and monotonic arrival time), then exactly
 one of :class:`StreamEnd` (the server finished) or :class:`StreamError` (it did not). Role-only
-chunks and the usage chunk are folded into these; they are never tokens.
+chunks and the usage chunk are folded into these; they are never tokens. A stream that is retried
+has a :class:`StreamRetry` after the failed attempt's events and a new :class:`StreamStart` for
+the next attempt; token indices carry on across attempts, never repeating.
 
 All times are ``time.perf_counter()`` seconds: monotonic, comparable within one process, and
 meaningless across processes (use them for intervals only).
@@ -17,7 +19,15 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from .errors import StreamkitError
 
-__all__ = ["Event", "StreamEnd", "StreamError", "StreamStart", "TokenDelta", "Usage"]
+__all__ = [
+    "Event",
+    "StreamEnd",
+    "StreamError",
+    "StreamRetry",
+    "StreamStart",
+    "TokenDelta",
+    "Usage",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +93,26 @@ class StreamEnd:
 
 
 @dataclass(frozen=True, slots=True)
+class StreamRetry:
+    """An attempt failed with a retryable error; another follows after ``delay`` seconds.
+
+    Attributes:
+        error: why the attempt failed (its ``partial_text`` is what that attempt received).
+        attempt: the 1-based number of the attempt that failed.
+        delay: seconds until the next attempt (backoff with jitter, or the server's Retry-After).
+        resume_after: the index of the last token kept, when the next attempt resumes after it;
+            None when it starts over.
+        time: when the failure was noticed.
+    """
+
+    error: StreamkitError
+    attempt: int
+    delay: float
+    resume_after: int | None
+    time: float
+
+
+@dataclass(frozen=True, slots=True)
 class StreamError:
     """The stream failed or was stopped; ``error`` is typed and carries the partial text."""
 
@@ -90,4 +120,4 @@ class StreamError:
     time: float
 
 
-Event = StreamStart | TokenDelta | StreamEnd | StreamError
+Event = StreamStart | TokenDelta | StreamRetry | StreamEnd | StreamError

@@ -14,7 +14,7 @@ from itertools import pairwise
 from typing import Literal
 
 from .errors import StreamCancelled, StreamkitError
-from .events import Event, StreamEnd, StreamError, StreamStart, TokenDelta, Usage
+from .events import Event, StreamEnd, StreamError, StreamRetry, StreamStart, TokenDelta, Usage
 
 __all__ = ["StreamResult", "StreamStatus"]
 
@@ -62,11 +62,14 @@ class StreamResult:
             self.chunks += 1
             self._parts.append(event.text)
         elif isinstance(event, StreamStart):
-            self.sent_at = event.sent_at
-            self.opened_at = event.time
+            if self.sent_at is None:  # a retry's new attempt keeps the first send as time zero
+                self.sent_at = event.sent_at
+                self.opened_at = event.time
             self.model = event.model or self.model
             self.request_id = event.request_id
-            self.retries = event.retries
+            self.retries += event.retries  # attempts the SDK retried before this one was accepted
+        elif isinstance(event, StreamRetry):
+            self.retries += 1
             self.status = "streaming"
         elif isinstance(event, StreamEnd):
             self.finish_reason = event.finish_reason

@@ -227,3 +227,25 @@ async def test_embedded_default_needs_no_configuration() -> None:
     result = await sk.chat("Explain server-sent events", view=None, max_tokens=6)
     assert result.ok and result.model == "sim-small" and result.chunks == 6
     assert sk.default_client().base_url == sk.default_server().base_url
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.events: list[object] = []
+        self.finished: list[sk.StreamResult] = []
+
+    def on_event(self, event: object) -> None:
+        self.events.append(event)
+
+    def finish(self, result: sk.StreamResult) -> None:
+        self.finished.append(result)
+
+
+async def test_observers_see_every_event_and_the_end(server) -> None:  # type: ignore[no-untyped-def]
+    recorder = Recorder()
+    assert isinstance(recorder, sk.Observer)
+    async with sk.Client(server.base_url, model="sim-small") as client:
+        result = await client.chat("observe me", view=None, observers=[recorder], max_tokens=7)
+    kinds = [type(e).__name__ for e in recorder.events]
+    assert kinds == ["StreamStart"] + ["TokenDelta"] * 7 + ["StreamEnd"]
+    assert recorder.finished == [result]
