@@ -132,7 +132,8 @@ class FloorPool:
             for frame in frames:
                 if frame == b"data: [DONE]":
                     continue
-                chunk = loads(frame[6:])
+                # Content frames start with an ``id:`` line (the bundled server numbers them).
+                chunk = loads(frame[frame.index(b"data: ") + 6 :])
                 choices = chunk.get("choices")
                 if choices and choices[0]["delta"].get("content"):
                     if not n:

@@ -20,6 +20,7 @@ from .client import Client
 from .errors import UsageError
 from .render import ConsoleView
 from .result import StreamResult
+from .retry import RetryPolicy
 
 __all__ = ["main"]
 
@@ -35,6 +36,25 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 = any free)")
     serve.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on every request")
+    serve.add_argument(
+        "--max-concurrent-streams",
+        type=int,
+        metavar="N",
+        help="completions in progress per API key (or client) before 429 (default unlimited)",
+    )
+    serve.add_argument(
+        "--requests-per-minute",
+        type=int,
+        metavar="N",
+        help="completions per API key (or client) in any minute before 429 (default unlimited)",
+    )
+    serve.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=1 << 20,
+        metavar="N",
+        help="largest request body accepted, else 413 (default 1048576)",
+    )
 
     chat = sub.add_parser(
         "chat",
@@ -47,12 +67,21 @@ def _parser() -> argparse.ArgumentParser:
     chat.add_argument("--api-key", help="API key (default: $OPENAI_API_KEY)")
     chat.add_argument("--model", help="model id (bundled server default: sim-small)")
     chat.add_argument(
-        "--transport", choices=["sse"], default="sse", help="wire protocol (default sse)"
+        "--transport",
+        choices=["sse", "generic-sse", "ws"],
+        default="sse",
+        help="wire: sse (the openai SDK), generic-sse (httpx2) or ws (WebSocket; the bundled "
+        "server's /v1/ws); default sse",
     )
     chat.add_argument("--seed", type=int, help="sampling seed")
     chat.add_argument("--max-tokens", type=int, help="most completion tokens")
     chat.add_argument(
-        "--max-retries", type=int, default=2, help="retries before streaming starts (default 2)"
+        "--max-retries",
+        type=int,
+        default=2,
+        metavar="N",
+        help="retries of a failed stream, resuming where it broke when the server numbers its "
+        "tokens (default 2; 0 = none)",
     )
     chat.add_argument("--timeout", type=float, default=60.0, help="read timeout, seconds")
     chat.add_argument("--metrics-json", metavar="FILE", help="write the request's metrics here")
@@ -66,7 +95,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "serve":
             from .server import run_server
 
-            run_server(host=args.host, port=args.port, api_key=args.api_key)
+            run_server(
+                host=args.host,
+                port=args.port,
+                api_key=args.api_key,
+                max_concurrent_streams=args.max_concurrent_streams,
+                requests_per_minute=args.requests_per_minute,
+                max_body_bytes=args.max_body_bytes,
+            )
             return 0
         return _chat(args)
     except UsageError as exc:
@@ -84,12 +120,16 @@ def _chat(args: argparse.Namespace) -> int:
         prompt = sys.stdin.read().strip()
         if not prompt:
             raise UsageError("the prompt read from stdin is empty")
+    if args.max_retries < 0:
+        raise UsageError(f"--max-retries {args.max_retries} is invalid: must be 0 or more")
     client = Client(
         args.base_url,
         args.api_key or os.environ.get("OPENAI_API_KEY"),
         args.model,
         timeout=args.timeout,
-        max_retries=args.max_retries,
+        transport=args.transport,
+        # N retries = N + 1 attempts; the SDK's own retries stay off so they do not multiply.
+        retry=RetryPolicy(max_attempts=args.max_retries + 1),
     )
     # A terminal takes every token as it comes: the buffer flushes each one.
     view = ConsoleView(out=sys.stdout, status=sys.stderr, max_tokens=1, max_delay=0.0)

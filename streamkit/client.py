@@ -1,4 +1,4 @@
-"""The public way to stream a chat: :class:`Client` and its one-call helpers.
+"""The public way to stream a chat: :class:`Client` and its one-call shortcuts.
 
 ``await client.chat(prompt)`` streams into a view (a live widget in JupyterLab, text elsewhere) and
 returns a :class:`~streamkit.result.StreamResult`. ``client.events(prompt)`` is the raw async
@@ -9,6 +9,13 @@ back the widget messages from the browser, so a Stop button or a slider could no
 
 With no ``base_url``, a client streams from the bundled simulator, started once per process in a
 background thread: the embedded default, offline and keyless.
+
+Every stream goes through the resilience layer (:mod:`streamkit.resume`): a failed attempt is
+retried by the client's :class:`~streamkit.retry.RetryPolicy`, resuming after the last token where
+the server numbers its tokens, and first-token and idle timeouts are enforced there. Three wires
+carry a stream: ``transport="sse"`` (the openai SDK opens the request; the default),
+``"generic-sse"`` (streamkit's own SSE client over httpx2, no SDK) and ``"ws"`` (one WebSocket per
+client and event loop, carrying all its streams; the bundled server's ``/v1/ws``).
 """
 
 from __future__ import annotations
@@ -18,23 +25,30 @@ import contextlib
 import os
 import threading
 import time
+import uuid
 import weakref
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping, Sequence
 from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
+import httpx2
 import openai
 
 from .errors import StreamCancelled, StreamkitError, UsageError
 from .events import Event, StreamError
 from .render import View, auto_view
 from .result import StreamResult
+from .resume import Attempt, AttemptFactory, OnInterrupt, resilient_events
+from .retry import RetryPolicy
 from .state import ChatState
 from .transports.openai_sse import stream_chat_completion
+from .transports.sse import stream_chat_sse
+from .transports.ws import WSConnection, stream_chat_ws, ws_url
 
 __all__ = [
     "ChatTask",
     "Client",
     "Observer",
+    "Transport",
     "ViewArg",
     "chat",
     "chat_sync",
@@ -47,7 +61,12 @@ T = TypeVar("T")
 ViewArg = View | Literal["auto", "widget", "console"] | None
 Prompt = str | Iterable[Mapping[str, Any]]
 
+Transport = Literal["sse", "generic-sse", "ws"]
+_TRANSPORTS = ("sse", "generic-sse", "ws")
 _LOCAL_KEY = "streamkit-local"  # the bundled server needs no key; the SDK insists on one
+DEFAULT_RETRY = RetryPolicy()
+"""The policy a :class:`Client` uses unless told otherwise: up to 5 attempts in a row without
+progress (a resume that brings new tokens starts the count again), full-jitter backoff."""
 
 
 class Client:
@@ -59,8 +78,25 @@ class Client:
         api_key: the key; defaults to ``OPENAI_API_KEY`` for a remote endpoint.
         model: the default model; the bundled server's default is ``sim-small``. Required for
             other endpoints (pass it here or per call).
-        timeout: seconds to wait for a connection or between reads before a ``ReadTimeout``.
-        max_retries: retries of a request that fails *before* streaming starts (the SDK's).
+        timeout: seconds to wait for a connection or between reads before a ``ReadTimeout``
+            (over WebSocket: for the handshake; a dead socket is found by keepalive pings).
+        max_retries: the openai SDK's own retries of a request that fails before streaming
+            starts (``transport="sse"`` only). Prefer ``retry=``, which covers every failure.
+        transport: ``"sse"`` (through the openai SDK), ``"generic-sse"`` (httpx2, no SDK) or
+            ``"ws"`` (the bundled server's WebSocket endpoint).
+        retry: when to retry a failed stream and how long to wait (default
+            :data:`DEFAULT_RETRY`: up to 5 attempts in a row without progress); None never
+            retries.
+        on_interrupt: when a server without event ids drops a stream after its first token:
+            ``"raise"`` the typed error with the partial text (the default), or ``"restart"``
+            from the beginning (the retry event says how many tokens were discarded). Servers
+            with ids (the bundled one) are resumed instead.
+        first_token_timeout: seconds from sending to the first content token before a
+            :class:`~streamkit.errors.FirstTokenTimeout` (None: no limit but ``timeout``).
+        idle_timeout: the longest gap between chunks, in seconds, before an
+            :class:`~streamkit.errors.IdleTimeout` (None: no limit but ``timeout``).
+        resume: False ignores the server's event ids, as if it sent none (to try the
+            restart path against the bundled server).
     """
 
     def __init__(
@@ -71,11 +107,40 @@ class Client:
         *,
         timeout: float = 60.0,
         max_retries: int = 0,
+        transport: Transport = "sse",
+        retry: RetryPolicy | None = DEFAULT_RETRY,
+        on_interrupt: OnInterrupt = "raise",
+        first_token_timeout: float | None = None,
+        idle_timeout: float | None = None,
+        resume: bool = True,
     ) -> None:
         if not isinstance(timeout, int | float) or isinstance(timeout, bool) or timeout <= 0:
             raise UsageError(f"timeout={timeout!r} is invalid: must be a number of seconds > 0")
         if not isinstance(max_retries, int) or isinstance(max_retries, bool) or max_retries < 0:
             raise UsageError(f"max_retries={max_retries!r} is invalid: must be an integer >= 0")
+        if transport not in _TRANSPORTS:
+            raise UsageError(
+                f"transport={transport!r} is invalid: use 'sse' (the openai SDK), "
+                "'generic-sse' (httpx2) or 'ws' (WebSocket)"
+            )
+        if retry is not None and not isinstance(retry, RetryPolicy):
+            raise UsageError(
+                f"retry={retry!r} is invalid: pass a RetryPolicy(...), or None for no retries"
+            )
+        if on_interrupt not in ("raise", "restart"):
+            raise UsageError(f"on_interrupt={on_interrupt!r} is invalid: use 'raise' or 'restart'")
+        for name, value in (
+            ("first_token_timeout", first_token_timeout),
+            ("idle_timeout", idle_timeout),
+        ):
+            if value is not None and (
+                not isinstance(value, int | float) or isinstance(value, bool) or not value > 0
+            ):
+                raise UsageError(
+                    f"{name}={value!r} is invalid: must be a number of seconds > 0, or None"
+                )
+        if not isinstance(resume, bool):
+            raise UsageError(f"resume={resume!r} is invalid: must be True or False")
         if base_url is None:
             from .server import default_server
 
@@ -93,13 +158,31 @@ class Client:
         self.model = model
         self.timeout = float(timeout)
         self.max_retries = max_retries
-        # One SDK client per event loop: an httpx connection pool must never cross loops.
+        self.transport: Transport = transport
+        self.retry = retry
+        self.on_interrupt: OnInterrupt = on_interrupt
+        self.first_token_timeout = (
+            float(first_token_timeout) if first_token_timeout is not None else None
+        )
+        self.idle_timeout = float(idle_timeout) if idle_timeout is not None else None
+        self.resume = resume
+        # One SDK client, httpx2 pool and WebSocket per event loop: none may cross loops.
         self._sdk: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, openai.AsyncOpenAI] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._http: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx2.AsyncClient] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._ws: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _WSSlot] = (
             weakref.WeakKeyDictionary()
         )
 
     def __repr__(self) -> str:
-        return f"Client(base_url={self.base_url!r}, model={self.model!r})"  # never the key
+        # Never the key.
+        return (
+            f"Client(base_url={self.base_url!r}, model={self.model!r}, "
+            f"transport={self.transport!r})"
+        )
 
     # -- the raw event stream ------------------------------------------------------------------
 
@@ -117,12 +200,49 @@ class Client:
             self._sdk[loop] = client
         return client
 
+    def http(self) -> httpx2.AsyncClient:
+        """The httpx2 client of the running loop, for ``transport="generic-sse"``."""
+        loop = asyncio.get_running_loop()
+        client = self._http.get(loop)
+        if client is None:
+            client = httpx2.AsyncClient(timeout=self.timeout)
+            self._http[loop] = client
+        return client
+
+    async def websocket(self) -> WSConnection:
+        """The open WebSocket of the running loop (opened, or reopened after a drop, on use).
+
+        All of the client's streams on this loop share it; concurrent callers wait for one
+        handshake rather than opening one socket each.
+        """
+        loop = asyncio.get_running_loop()
+        slot = self._ws.get(loop)
+        if slot is None:
+            slot = self._ws[loop] = _WSSlot()
+        async with slot.lock:
+            conn = slot.conn
+            if conn is None or conn.closed:
+                if conn is not None:
+                    await conn.aclose()  # reap the dead one's reader task and socket
+                conn = WSConnection(
+                    ws_url(self.base_url), api_key=self.api_key, open_timeout=self.timeout
+                )
+                slot.conn = conn
+                await conn.connect()
+            return conn
+
     async def aclose(self) -> None:
-        """Close the connection pool of the running loop (other loops' pools close with them)."""
+        """Close the connections of the running loop (other loops' close with them)."""
         loop = asyncio.get_running_loop()
         client = self._sdk.pop(loop, None)
         if client is not None:
             await client.close()
+        http = self._http.pop(loop, None)
+        if http is not None:
+            await http.aclose()
+        slot = self._ws.pop(loop, None)
+        if slot is not None and slot.conn is not None:
+            await slot.conn.aclose()
 
     async def __aenter__(self) -> Client:
         return self
@@ -150,17 +270,79 @@ class Client:
             seed: for deterministic sampling where the server supports it.
             temperature: sampling temperature.
             extra_body: extra JSON fields; the bundled server reads ``{"streamkit": {...}}``
-                (``ttft``, ``tokens_per_second``, ``jitter``, ``length``).
+                (``ttft``, ``tokens_per_second``, ``jitter``, ``length``, ``faults``). When
+                it is there, an ``attempt_key`` is added so the server knows a retry as one
+                logical request (fault plans with ``attempts: K``).
             **params: any other Chat Completions field.
+
+        Yields:
+            StreamStart, TokenDelta…, StreamEnd; a :class:`~streamkit.events.StreamRetry` and
+            a new StreamStart between attempts when one fails and is retried.
 
         Raises:
             StreamkitError: typed, with the partial text; leaving the loop early closes the
                 connection at once.
         """
         request = self._request(model, max_tokens, seed, temperature, extra_body, params)
-        return stream_chat_completion(
-            self.sdk(), model=request.pop("model"), messages=_messages(prompt), params=request
+        model_id: str = request.pop("model")
+        key = _add_attempt_key(request)
+        factory = self._factory(model_id, _messages(prompt), request)
+        policy = self.retry
+        idle = self.idle_timeout
+        if idle is None and self.transport == "ws":
+            # A WebSocket has no read timeout: a stream that stops on a live socket (pings
+            # still answered) would wait forever. ``timeout`` plays that part, as over HTTP.
+            idle = self.timeout
+        if (policy is None or policy.max_attempts == 1) and (
+            self.first_token_timeout is None and idle is None
+        ):
+            return factory(Attempt(1, key, use_ids=self.resume))  # nothing to add per token
+        return resilient_events(
+            factory,
+            policy=policy,
+            on_interrupt=self.on_interrupt,
+            first_token_timeout=self.first_token_timeout,
+            idle_timeout=idle,
+            resume=self.resume,
+            key=key,
         )
+
+    def _factory(
+        self, model: str, messages: list[Mapping[str, Any]], request: dict[str, Any]
+    ) -> AttemptFactory:
+        """A function that opens one attempt of this request on the client's transport."""
+        if self.transport == "ws":
+
+            def ws_attempt(attempt: Attempt) -> AsyncIterator[Event]:
+                return stream_chat_ws(
+                    self.websocket, model=model, messages=messages, params=request, attempt=attempt
+                )
+
+            return ws_attempt
+        if self.transport == "generic-sse":
+            http = self.http()
+            api_key = self.api_key
+
+            def sse_attempt(attempt: Attempt) -> AsyncIterator[Event]:
+                return stream_chat_sse(
+                    http,
+                    base_url=self.base_url,
+                    api_key=api_key,
+                    model=model,
+                    messages=messages,
+                    params=request,
+                    attempt=attempt,
+                )
+
+            return sse_attempt
+        sdk = self.sdk()
+
+        def sdk_attempt(attempt: Attempt) -> AsyncIterator[Event]:
+            return stream_chat_completion(
+                sdk, model=model, messages=messages, params=request, attempt=attempt
+            )
+
+        return sdk_attempt
 
     @contextlib.asynccontextmanager
     async def stream(self, prompt: Prompt, **request: Any) -> AsyncIterator[AsyncIterator[Event]]:
@@ -320,6 +502,7 @@ class _StopHandle:
 
     def __init__(self) -> None:
         self.requested = False
+        self.error: StreamkitError | None = None  # why, when not a plain Stop (a deadline)
         self._task: asyncio.Task[Any] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -328,7 +511,9 @@ class _StopHandle:
         if self.requested:
             loop.call_soon_threadsafe(task.cancel)
 
-    def __call__(self) -> None:
+    def __call__(self, error: StreamkitError | None = None) -> None:
+        if not self.requested:
+            self.error = error
         self.requested = True
         if self._task is not None and self._loop is not None and not self._task.done():
             self._loop.call_soon_threadsafe(self._task.cancel)
@@ -391,8 +576,12 @@ class _ChatRun:
                 raise
         except (asyncio.CancelledError, KeyboardInterrupt) as exc:
             how = "Stop pressed" if self.stop.requested else type(exc).__name__
+            error = self.stop.error if self.stop.requested else None
+            if error is not None:
+                error.partial_text = result.text  # stopped for a reason: a failure, not a Stop
             self._fail(
-                StreamCancelled(
+                error
+                or StreamCancelled(
                     f"stopped ({how}) after {result.chunks} chunks",
                     url=self.client.base_url,
                     partial_text=result.text,
@@ -412,6 +601,34 @@ class _ChatRun:
         self.result.apply(event)
         for sink in self.sinks:
             sink.on_event(event)
+
+
+class _WSSlot:
+    """A loop's WebSocket, and the lock that makes concurrent streams share one handshake."""
+
+    __slots__ = ("conn", "lock")
+
+    def __init__(self) -> None:
+        self.conn: WSConnection | None = None
+        self.lock = asyncio.Lock()
+
+
+def _add_attempt_key(request: dict[str, Any]) -> str | None:
+    """Name the logical request in ``extra_body.streamkit.attempt_key`` (bundled server only).
+
+    Only when the caller already sends a ``streamkit`` field, i.e. talks to the bundled server:
+    a real provider would reject the unknown field.
+    """
+    extra = request.get("extra_body")
+    settings = extra.get("streamkit") if isinstance(extra, Mapping) else None
+    if not isinstance(settings, Mapping):
+        return None
+    key = settings.get("attempt_key")
+    if isinstance(key, str):
+        return key
+    key = uuid.uuid4().hex
+    request["extra_body"] = {**extra, "streamkit": {**settings, "attempt_key": key}}  # type: ignore[dict-item]
+    return key
 
 
 def _messages(prompt: Prompt) -> list[Mapping[str, Any]]:
@@ -489,7 +706,7 @@ _default_lock = threading.Lock()
 
 
 def default_client() -> Client:
-    """The process-wide client of the module-level helpers: the bundled server, ``sim-small``."""
+    """The process-wide client of the module-level shortcuts: the bundled server, ``sim-small``."""
     global _default_client
     with _default_lock:
         if _default_client is None:

@@ -3,7 +3,8 @@
 ::
 
     StreamkitError(.url, .partial_text, .retryable)
-    ├─ TransportError ─ ConnectError · ReadTimeout · ProtocolError · StreamInterrupted
+    ├─ TransportError ─ ConnectError · ProtocolError · StreamInterrupted
+    │   └─ ReadTimeout ─ FirstTokenTimeout · IdleTimeout · TotalTimeout
     ├─ APIStatusError(.status_code, .retry_after, .code)
     │   ├─ AuthError (401/403) · BadRequestError (400/422) · NotFoundError (404)
     │   └─ RateLimitError (429) · ServerError (5xx)
@@ -22,6 +23,8 @@ __all__ = [
     "AuthError",
     "BadRequestError",
     "ConnectError",
+    "FirstTokenTimeout",
+    "IdleTimeout",
     "NotFoundError",
     "ProtocolError",
     "RateLimitError",
@@ -30,6 +33,7 @@ __all__ = [
     "StreamCancelled",
     "StreamInterrupted",
     "StreamkitError",
+    "TotalTimeout",
     "TransportError",
     "UsageError",
 ]
@@ -74,6 +78,18 @@ class ConnectError(TransportError):
 
 class ReadTimeout(TransportError):
     """The server stopped sending for longer than the read timeout."""
+
+
+class FirstTokenTimeout(ReadTimeout):
+    """No content token arrived within ``first_token_timeout`` seconds of sending the request."""
+
+
+class IdleTimeout(ReadTimeout):
+    """The stream stalled: nothing arrived for ``idle_timeout`` seconds between chunks."""
+
+
+class TotalTimeout(ReadTimeout):
+    """The whole stream took longer than its deadline (``StreamManager(timeout=)``)."""
 
 
 class ProtocolError(TransportError):

@@ -5,7 +5,10 @@ A stream is, in order: one :class:`StreamStart` (response headers arrived), zero
 one of :class:`StreamEnd` (the server finished) or :class:`StreamError` (it did not). Role-only
 chunks and the usage chunk are folded into these; they are never tokens. A stream that is retried
 has a :class:`StreamRetry` after the failed attempt's events and a new :class:`StreamStart` for
-the next attempt; token indices carry on across attempts, never repeating.
+the next attempt. When the next attempt resumes (``resume_after`` set), token indices carry on
+across attempts, never repeating; when it starts over (a server without event ids), the retry says
+how many tokens it ``discarded``, and indices start again at 0, so an index is always the token's
+position in the text that is kept.
 
 All times are ``time.perf_counter()`` seconds: monotonic, comparable within one process, and
 meaningless across processes (use them for intervals only).
@@ -103,6 +106,13 @@ class StreamRetry:
         resume_after: the index of the last token kept, when the next attempt resumes after it;
             None when it starts over.
         time: when the failure was noticed.
+        discarded: tokens received so far that the next attempt throws away because it starts
+            over (0 when it resumes, or when nothing had arrived).
+        max_attempts: the policy's limit on attempts in a row, for "retrying (2/5)"; None if
+            unknown.
+        failures: attempts in a row that failed without progress, this one included (an
+            attempt that resumed and delivered new tokens starts the count again); the policy
+            gives up when it reaches ``max_attempts``.
     """
 
     error: StreamkitError
@@ -110,6 +120,9 @@ class StreamRetry:
     delay: float
     resume_after: int | None
     time: float
+    discarded: int = 0
+    max_attempts: int | None = None
+    failures: int = 1
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,7 +32,9 @@ class StreamResult:
         finish_reason: why the server stopped (``stop``, ``length``), if it said.
         usage: the usage chunk, if the server sent one.
         error: the typed error when ``status`` is ``failed`` or ``stopped``.
-        chunks: number of content chunks received.
+        chunks: number of content chunks received (kept, after a restart).
+        retries: attempts that failed and were retried.
+        discarded_tokens: tokens thrown away because a retry started over (no event ids).
         sent_at / opened_at / first_token_at / last_token_at / ended_at: ``perf_counter`` times.
     """
 
@@ -49,6 +51,7 @@ class StreamResult:
     ended_at: float | None = None
     request_id: str | None = None
     retries: int = 0
+    discarded_tokens: int = 0
     token_times: list[float] = field(default_factory=list, repr=False)
     _parts: list[str] = field(default_factory=list, repr=False)
 
@@ -71,6 +74,14 @@ class StreamResult:
         elif isinstance(event, StreamRetry):
             self.retries += 1
             self.status = "streaming"
+            if event.discarded:
+                # The next attempt starts over: what arrived so far is void, and the kept text,
+                # its chunk count and its timings describe the attempt that is kept.
+                self.discarded_tokens += event.discarded
+                self._parts.clear()
+                self.token_times.clear()
+                self.chunks = 0
+                self.first_token_at = self.last_token_at = None
         elif isinstance(event, StreamEnd):
             self.finish_reason = event.finish_reason
             self.usage = event.usage
@@ -149,6 +160,7 @@ class StreamResult:
             "chunks": self.chunks,
             "tokens_per_second": self.tokens_per_second,
             "retries": self.retries,
+            "discarded_tokens": self.discarded_tokens,
             "error": f"{self.error.kind}: {self.error.message}" if self.error else None,
         }
 
@@ -180,6 +192,10 @@ class StreamResult:
             parts.append(f"{self.chunks} chunks (no usage reported)")
         if self.finish_reason:
             parts.append(f"finish {self.finish_reason}")
+        if self.retries:
+            parts.append(f"{self.retries} {'retry' if self.retries == 1 else 'retries'}")
+        if self.discarded_tokens:
+            parts.append(f"{self.discarded_tokens} tokens discarded")
         if self.error is not None and self.status != "completed":
             parts.append(f"{self.error.kind}: {self.error.message}")
         return " · ".join(parts)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from .errors import StreamkitError
-from .events import Event, StreamError, StreamStart, TokenDelta
+from .events import Event, StreamError, StreamRetry, StreamStart, TokenDelta
 from .result import StreamResult
 
 __all__ = ["Change", "ChatMessage", "ChatState"]
@@ -104,6 +104,10 @@ class ChatState:
             self._notify("token")
         elif isinstance(event, StreamError):
             self.last_error = event.error
+        elif isinstance(event, StreamRetry) and event.discarded:
+            # The retry starts over: the text so far is void (the result drops it too).
+            self._parts = []
+            self._notify("token")
         elif isinstance(event, StreamStart):
             pass
 

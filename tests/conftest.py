@@ -31,3 +31,13 @@ def auth_server() -> Iterator[RunningServer]:
     """The simulator requiring ``Authorization: Bearer test-key``."""
     with serve_in_thread(api_key="test-key") as running:
         yield running
+
+
+@pytest.fixture(scope="session")
+def limited_server() -> Iterator[RunningServer]:
+    """The simulator with limits: per caller 1 completion at a time and 3 per minute; 4 KiB
+    bodies. Limits count per bearer token, so each test uses its own token and quota."""
+    with serve_in_thread(
+        max_concurrent_streams=1, requests_per_minute=3, max_body_bytes=4096
+    ) as running:
+        yield running

@@ -1,4 +1,5 @@
-"""Exact tests of the token buffer's flush policy, on a fake clock (times are plain numbers)."""
+"""Exact tests of the token buffer's flush policy and the adaptive policy, on a fake clock (times
+are plain numbers)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from fractions import Fraction
 
 import pytest
 
-from streamkit.batching import TokenBuffer
+from streamkit.batching import PRESETS, AdaptivePolicy, BatchSettings, TokenBuffer, preset
 from streamkit.errors import UsageError
 
 
@@ -195,3 +196,250 @@ def test_invalid_settings_raise_a_usage_error_naming_setting_value_and_range(
 def test_usage_error_is_a_value_error() -> None:
     with pytest.raises(ValueError, match="max_delay=-1 is out of range"):
         TokenBuffer(max_delay=-1)
+
+
+# -- presets ----------------------------------------------------------------------------------
+
+
+def test_presets_are_fast_medium_slow_and_validated() -> None:
+    assert list(PRESETS) == ["fast", "medium", "slow"]
+    assert PRESETS["fast"] == BatchSettings(1, 0.016)
+    assert PRESETS["medium"] == BatchSettings(4, 0.05)
+    assert PRESETS["slow"] == BatchSettings(10, 0.15)
+    assert preset("medium") is PRESETS["medium"]
+    with pytest.raises(
+        UsageError, match=r"^preset 'turbo' is unknown: choose one of fast, medium, slow$"
+    ):
+        preset("turbo")
+    with pytest.raises(TypeError):
+        PRESETS["turbo"] = BatchSettings(1, 0.0)  # type: ignore[index]  # read-only
+
+
+def test_batch_settings_validate_like_the_buffer_and_apply_to_it() -> None:
+    with pytest.raises(UsageError, match=r"^max_tokens=0 is out of range"):
+        BatchSettings(0, 0.1)
+    with pytest.raises(UsageError, match=r"^max_delay=11 is out of range"):
+        BatchSettings(1, 11)
+    settings = BatchSettings(7, 0)
+    assert settings.max_delay == 0.0 and isinstance(settings.max_delay, float)
+    buf = TokenBuffer(max_tokens=2, max_delay=1.0)
+    settings.apply(buf)
+    assert (buf.max_tokens, buf.max_delay) == (7, 0.0)
+
+
+# -- the adaptive policy ------------------------------------------------------------------------
+
+
+def test_policy_starts_with_one_token_and_a_25_per_second_interval() -> None:
+    policy = AdaptivePolicy()
+    assert policy.interval == 0.04
+    assert policy.token_rate is None and policy.render_lag is None and policy.latency is None
+    # Nothing measured yet: show the first token at once.
+    assert policy.settings() == BatchSettings(1, 0.04)
+
+
+def test_first_observation_only_starts_the_clock() -> None:
+    policy = AdaptivePolicy()
+    policy.observe_tokens(5, now=10.0)  # after the time to first token: says nothing of the rate
+    assert policy.token_rate is None
+    policy.observe_tokens(4, now=10.1)
+    assert policy.token_rate == pytest.approx(40.0)
+
+
+def test_slow_stream_shows_every_token_at_once() -> None:
+    policy = AdaptivePolicy()
+    for i in range(20):
+        policy.observe_tokens(1, now=i * 0.1)  # 10 tokens/s
+    assert policy.token_rate == pytest.approx(10.0)
+    assert policy.settings().max_tokens == 1
+
+
+def test_fast_stream_is_capped_at_the_flush_rate_by_the_delay() -> None:
+    policy = AdaptivePolicy()
+    policy.observe_tokens(1, now=0.0)
+    policy.observe_tokens(200, now=0.04)  # 5,000 tokens/s
+    assert policy.token_rate == pytest.approx(5000.0)
+    # ceil(2 * 5000 * 0.04): the 40 ms delay sets the cadence (25 flushes/s); the count only
+    # catches bursts of twice the rate.
+    assert policy.settings() == BatchSettings(400, 0.04)
+
+
+def test_token_rate_average_is_weighted_by_time() -> None:
+    policy = AdaptivePolicy(rate_halflife=0.5)
+    policy.observe_tokens(0, now=0.0)
+    policy.observe_tokens(100, now=1.0)  # first sample: 100/s, taken as is
+    assert policy.token_rate == pytest.approx(100.0)
+    policy.observe_tokens(150, now=1.5)  # 300/s over one half-life: half its weight
+    assert policy.token_rate == pytest.approx(200.0)
+    policy.observe_tokens(0, now=2.5)  # a 1 s stall (two half-lives): 3/4 of the weight
+    assert policy.token_rate == pytest.approx(50.0)
+
+
+def test_tokens_at_the_same_instant_wait_for_the_next_sample() -> None:
+    policy = AdaptivePolicy()
+    policy.observe_tokens(1, now=1.0)
+    policy.observe_tokens(3, now=1.0)  # a coarse clock: no time has passed
+    assert policy.token_rate is None
+    policy.observe_tokens(1, now=1.1)
+    assert policy.token_rate == pytest.approx(40.0)  # (3 + 1) tokens in 0.1 s
+
+
+def test_reset_forgets_the_rate_but_keeps_what_it_learned_about_the_browser() -> None:
+    policy = AdaptivePolicy(adjust_every=0)
+    policy.observe_tokens(1, now=0.0)
+    policy.observe_tokens(10, now=0.1)
+    policy.observe_render_lag(0.01, now=0.1)
+    policy.observe_render_lag(0.3, now=0.2)  # average 0.0825: 0.0725 over the 0.01 floor
+    interval, lag = policy.interval, policy.render_lag
+    assert interval > 0.04
+    policy.reset()
+    assert policy.token_rate is None
+    assert (policy.interval, policy.render_lag) == (interval, lag)
+    assert policy.latency == 0.01
+
+
+def test_render_lag_above_target_grows_the_interval_at_most_once_per_period() -> None:
+    policy = AdaptivePolicy(lag_target=0.05, adjust_every=0.25, latency=0.0)
+    policy.observe_render_lag(0.2, now=1.0)
+    assert policy.render_lag == 0.2
+    assert policy.interval == pytest.approx(0.06)  # x1.5
+    policy.observe_render_lag(0.2, now=1.1)  # too soon after the last change
+    assert policy.interval == pytest.approx(0.06)
+    policy.observe_render_lag(0.2, now=1.25)
+    assert policy.interval == pytest.approx(0.09)
+    for i in range(20):
+        policy.observe_render_lag(0.2, now=2.0 + i)
+    assert policy.interval == 0.5  # max_interval
+    # A bigger interval means bigger batches for the same rate: fewer, larger messages.
+    policy.observe_tokens(1, now=30.0)
+    policy.observe_tokens(100, now=31.0)
+    assert policy.settings() == BatchSettings(100, 0.5)  # ceil(2 * 100 * 0.5)
+
+
+def test_low_render_lag_shrinks_the_interval_back_to_the_floor() -> None:
+    policy = AdaptivePolicy(lag_target=0.05, adjust_every=0, latency=0.0)
+    for i in range(5):
+        policy.observe_render_lag(1.0, now=float(i))
+    grown = policy.interval
+    assert grown > 0.04
+    lag_samples = 0
+    while policy.render_lag is not None and policy.render_lag >= 0.025:
+        policy.observe_render_lag(0.001, now=10.0 + lag_samples)
+        lag_samples += 1
+    before = policy.interval
+    policy.observe_render_lag(0.001, now=100.0)
+    assert policy.interval == pytest.approx(max(before / 1.25, 0.04))
+    for i in range(50):
+        policy.observe_render_lag(0.001, now=200.0 + i)
+    assert policy.interval == 0.04  # never below 1 / max_flush_rate
+
+
+def test_the_lag_floor_is_the_given_latency_else_the_least_lag_seen() -> None:
+    # A slow link (200 ms round trip) is not a backlog: batching cannot shorten it.
+    remote = AdaptivePolicy(lag_target=0.05, adjust_every=0, latency=0.2)
+    remote.observe_render_lag(0.22, now=0.0)
+    assert remote.interval == 0.04
+    learned = AdaptivePolicy(lag_target=0.05, adjust_every=0)
+    learned.observe_render_lag(0.2, now=0.0)  # the first sample is its own floor
+    assert learned.latency == 0.2 and learned.interval == 0.04
+    learned.observe_render_lag(0.9, now=1.0)  # average 0.375: 0.175 over the floor
+    assert learned.interval == pytest.approx(0.06)
+    learned.observe_latency(0.5)  # a measured ping replaces the learned floor
+    assert learned.latency == 0.5
+
+
+def simulate(
+    policy: AdaptivePolicy, arrivals: list[float], buf: TokenBuffer
+) -> list[tuple[float, int]]:
+    """Play token arrivals through a buffer steered by ``policy``, as a view with a perfect
+    timer would: returns (flush time, tokens in it) for every flush."""
+    flushes: list[tuple[float, int]] = []
+
+    def flushed(now: float, count: int) -> None:
+        flushes.append((now, count))
+        policy.observe_tokens(count, now)
+        policy.apply(buf)
+
+    policy.apply(buf)
+    for t in arrivals:
+        deadline = buf.deadline
+        if deadline is not None and deadline <= t:
+            count = buf.pending  # the timer fired before this token came
+            buf.flush()
+            flushed(deadline, count)
+        count = buf.pending + 1
+        if buf.add("x", t) is not None:
+            flushed(t, count)
+    if buf.pending:
+        count = buf.pending
+        buf.flush()
+        flushed(arrivals[-1], count)
+    return flushes
+
+
+@pytest.mark.parametrize("rate", [500, 1000, 5000])
+def test_a_fast_stream_steered_by_the_policy_stays_near_25_flushes_per_second(rate: int) -> None:
+    arrivals = [i / rate for i in range(rate * 2)]  # two seconds
+    flushes = simulate(AdaptivePolicy(), arrivals, TokenBuffer(1, 0.04))
+    assert sum(n for _, n in flushes) == len(arrivals)  # nothing lost
+    # Once the rate is known (the first few flushes), at most ~25 flushes a second.
+    steady = [t for t, _ in flushes if t >= 0.5]
+    assert len(steady) / 1.5 <= 27, len(steady)
+    assert len(steady) / 1.5 >= 20, len(steady)
+
+
+def test_a_slow_stream_steered_by_the_policy_shows_each_token_on_arrival() -> None:
+    arrivals = [i * 0.2 for i in range(20)]  # 5 tokens/s
+    flushes = simulate(AdaptivePolicy(), arrivals, TokenBuffer(1, 0.04))
+    assert flushes == [(t, 1) for t in arrivals]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"max_flush_rate": 0}, "max_flush_rate=0 is out of range: must be a finite number > 0"),
+        ({"lag_target": -1}, "lag_target=-1 is out of range: must be a finite number > 0"),
+        ({"rate_halflife": "1"}, "rate_halflife='1' is not a number: must be a finite number > 0"),
+        ({"latency": float("nan")}, "latency=nan is not a number: must be a finite number >= 0"),
+        ({"adjust_every": True}, "adjust_every=True is not a number: must be a finite number >= 0"),
+        (
+            {"max_interval": 0.01},
+            "max_interval=0.01 is out of range: must be between 1/max_flush_rate (0.04 s) and 10 s",
+        ),
+        (
+            {"max_interval": 11},
+            "max_interval=11 is out of range: must be between 1/max_flush_rate (0.04 s) and 10 s",
+        ),
+    ],
+)
+def test_policy_settings_are_validated(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(UsageError, match=f"^{re.escape(message)}$"):
+        AdaptivePolicy(**kwargs)  # type: ignore[arg-type]
+
+
+def test_policy_measurements_are_validated() -> None:
+    policy = AdaptivePolicy()
+    with pytest.raises(UsageError, match=r"^count=-1 is invalid: must be an integer >= 0$"):
+        policy.observe_tokens(-1, now=0.0)
+    with pytest.raises(UsageError, match=r"^lag=-0.1 is out of range"):
+        policy.observe_render_lag(-0.1, now=0.0)
+
+
+def test_policy_reads_its_clock_when_no_time_is_given() -> None:
+    now = [0.0]
+    policy = AdaptivePolicy(clock=lambda: now[0])
+    policy.observe_tokens(1)
+    now[0] = 0.5
+    policy.observe_tokens(10)
+    assert policy.token_rate == pytest.approx(20.0)
+    assert "AdaptivePolicy(interval=40 ms, token_rate=20/s" in repr(policy)
+
+
+def test_a_batch_of_lags_moves_the_average_before_one_decision() -> None:
+    policy = AdaptivePolicy(lag_target=0.05, adjust_every=0, latency=0.0)
+    policy.observe_render_lags([0.0, 0.4, 0.4], now=1.0)
+    # 0 -> 0.1 -> 0.175: one decision on the average of all three, not one per sample.
+    assert policy.render_lag == pytest.approx(0.175)
+    assert policy.interval == pytest.approx(0.06)
+    policy.observe_render_lags([], now=2.0)  # nothing reported: nothing changes
+    assert policy.interval == pytest.approx(0.06)

@@ -139,3 +139,45 @@ def test_usage_errors_exit_2() -> None:
         timeout=60,
     )
     assert out.returncode == 2 and "not an http(s) URL" in out.stderr
+
+
+def test_chat_over_websocket_prints_the_same_reply(server) -> None:  # type: ignore[no-untyped-def]
+    base = ("chat", "Explain caching", "--base-url", server.base_url, "--model", "sim-small")
+    outs = [
+        subprocess.run(
+            cli(*base, "--max-tokens", "12", "--seed", "3", "--transport", transport),
+            capture_output=True,
+            text=True,
+            env=ENV,
+            timeout=60,
+        )
+        for transport in ("sse", "ws")
+    ]
+    assert [o.returncode for o in outs] == [0, 0], outs[1].stderr
+    assert outs[0].stdout == outs[1].stdout != ""
+
+
+def test_max_retries_retries_and_says_so_on_stderr() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/v1"
+    out = subprocess.run(
+        cli("chat", "hi", "--base-url", url, "--model", "m", "--max-retries", "1"),
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=60,
+    )
+    assert out.returncode == 1 and out.stdout.strip() == ""
+    retries = [line for line in out.stderr.splitlines() if line.startswith("[retry]")]
+    assert len(retries) == 1 and "cannot connect — retrying in" in retries[0]
+    assert retries[0].endswith("(2/2)")
+    bad = subprocess.run(
+        cli("chat", "hi", "--base-url", url, "--max-retries", "-1"),
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=60,
+    )
+    assert bad.returncode == 2 and "--max-retries -1 is invalid" in bad.stderr

@@ -135,7 +135,8 @@ def test_bad_arguments_are_usage_errors() -> None:
 
 async def test_read_timeout_keeps_the_partial_text(server) -> None:  # type: ignore[no-untyped-def]
     body = {"streamkit": {"ttft": 0.0, "tokens_per_second": 2, "length": 10}}
-    async with sk.Client(server.base_url, model="sim-small", timeout=0.25) as client:
+    # retry=None: by default the client would resume after each timeout (and finish).
+    async with sk.Client(server.base_url, model="sim-small", timeout=0.25, retry=None) as client:
         with pytest.raises(sk.ReadTimeout) as info:
             await client.chat("hi", view=None, extra_body=body)
     result = info.value.result  # type: ignore[attr-defined]

@@ -292,6 +292,10 @@ async def test_stream_frames_are_shaped_like_openai(
     assert response.headers["x-request-id"].startswith("req_")
     assert whole.endswith(b"data: [DONE]\n\n")
     payloads = [f for _, f in frames]
+    # Content frames start with an SSE id line (docs/protocol.md); the data line is OpenAI's.
+    ids = [p.split(b"\n", 1)[0] for p in payloads if p.startswith(b"id: ")]
+    assert ids == [b"id: %d" % i for i in range(12)]
+    payloads = [p.split(b"\n", 1)[1] if p.startswith(b"id: ") else p for p in payloads]
     assert all(p.startswith(b"data: ") and b"\n" not in p for p in payloads)
     assert payloads[-1] == b"data: [DONE]"
 

@@ -5,8 +5,8 @@
 console, where a frontend can render widgets) and plain text everywhere else: terminals, pipes, CI
 logs, and IPython in a terminal.
 
-:class:`WidgetView` is imported on first use, so scripts and the command line never pay for
-importing ipywidgets.
+:class:`WidgetView` is imported on first use (as are :class:`DeltaView`, :func:`delta_view` and
+:class:`ControlsPanel`), so scripts and the command line never pay for importing ipywidgets.
 """
 
 from __future__ import annotations
@@ -20,9 +20,21 @@ from ._base import BufferedView, View
 from .console import ConsoleView
 
 if TYPE_CHECKING:
+    from .controls import ControlsPanel
+    from .delta import DeltaView, delta_view
     from .widget import WidgetView
 
-__all__ = ["BufferedView", "ConsoleView", "View", "WidgetView", "auto_view", "view_kind"]
+__all__ = [
+    "BufferedView",
+    "ConsoleView",
+    "ControlsPanel",
+    "DeltaView",
+    "View",
+    "WidgetView",
+    "auto_view",
+    "delta_view",
+    "view_kind",
+]
 
 ViewKind = Literal["widget", "console"]
 
@@ -36,6 +48,14 @@ def __getattr__(name: str) -> object:
         from .widget import WidgetView
 
         return WidgetView
+    if name in ("DeltaView", "delta_view"):
+        from . import delta
+
+        return getattr(delta, name)
+    if name == "ControlsPanel":
+        from .controls import ControlsPanel
+
+        return ControlsPanel
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

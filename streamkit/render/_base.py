@@ -6,6 +6,11 @@ A runner drives a view in three steps, on one thread (the event loop's, when the
     view.on_event(event)                            # every event in order; cheap, per token
     view.finish(result)                             # always, also after a failure or a stop
 
+A :class:`~streamkit.events.StreamRetry` (an attempt failed and another follows) flushes what is
+waiting and calls the ``_on_retry`` hook, so each view can say what is happening ("connection lost
+after 37 tokens — resuming in 1.2 s (2/5)", the line :func:`retry_line` writes). When the retry
+starts over, the text shown so far is void: the base forgets it before the hook runs.
+
 :class:`BufferedView` throttles the *screen*, never the data: tokens go through a
 :class:`~streamkit.batching.TokenBuffer`, a flush happens after ``max_tokens`` tokens or
 ``max_delay`` seconds (one loop timer per batch fires the time-based flush), and everything still
@@ -21,10 +26,19 @@ from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 from ..batching import TokenBuffer
-from ..events import Event, StreamEnd, StreamError, TokenDelta
+from ..errors import (
+    APIStatusError,
+    ConnectError,
+    FirstTokenTimeout,
+    IdleTimeout,
+    ProtocolError,
+    ReadTimeout,
+    StreamInterrupted,
+)
+from ..events import Event, StreamEnd, StreamError, StreamRetry, TokenDelta
 from ..result import StreamResult
 
-__all__ = ["BufferedView", "StopCallback", "View", "failure_line"]
+__all__ = ["BufferedView", "StopCallback", "View", "failure_line", "retry_line"]
 
 StopCallback = Callable[[], object]
 """What a view calls when the user asks to stop (e.g. ``task.cancel``); its return is ignored."""
@@ -71,6 +85,7 @@ class BufferedView(ABC):
             on ``clock`` (render lag = flush time minus a token's arrival time).
         model: the model of the current stream.
         prompt: the prompt of the current stream.
+        retries: retries seen in the current stream.
         streaming: True between :meth:`start` and :meth:`finish`.
     """
 
@@ -91,6 +106,7 @@ class BufferedView(ABC):
         self._stop_requested = False
         self.flush_count = 0
         self.flush_log: list[tuple[float, int]] = []
+        self.retries = 0
         self.model = ""
         self.prompt = ""
         self.streaming = False
@@ -106,6 +122,13 @@ class BufferedView(ABC):
 
     def _on_finish(self, result: StreamResult) -> None:  # noqa: B027  (optional hook)
         """Show how the stream ended; all text is rendered before this is called."""
+
+    def _on_retry(self, event: StreamRetry) -> None:  # noqa: B027  (optional hook)
+        """Show that an attempt failed and another follows (:func:`retry_line` says it).
+
+        Everything received before is rendered; after a restart (``event.discarded``),
+        ``self.text`` is already empty and the view should clear what it showed.
+        """
 
     # -- the View protocol -------------------------------------------------------------------
 
@@ -125,6 +148,7 @@ class BufferedView(ABC):
         self._chars = 0
         self.flush_count = 0
         self.flush_log = []
+        self.retries = 0
         self.model = model
         self.prompt = prompt
         self._on_stop = on_stop
@@ -150,6 +174,13 @@ class BufferedView(ABC):
                 self._arm_timer(now)
         elif isinstance(event, (StreamEnd, StreamError)):
             self.flush()
+        elif isinstance(event, StreamRetry):
+            self.flush()
+            self.retries += 1
+            if event.discarded:
+                self._parts = []
+                self._chars = 0
+            self._on_retry(event)
 
     def finish(self, result: StreamResult) -> None:
         """Render whatever still waits, then show the outcome; the view is idle afterwards.
@@ -262,3 +293,43 @@ def failure_line(result: StreamResult) -> str | None:
         message = " ".join(result.error.message.split())
         return f"[failed: {result.error.kind}: {message}]"
     return None
+
+
+def _cause(event: StreamRetry) -> str:
+    error = event.error
+    if isinstance(error, APIStatusError):
+        return f"{error.status_code} {error.kind}"
+    tokens = event.discarded or (event.resume_after + 1 if event.resume_after is not None else 0)
+    after = f" after {tokens} tokens" if tokens else ""
+    if isinstance(error, FirstTokenTimeout):
+        return "no first token in time"
+    if isinstance(error, IdleTimeout):
+        return f"stream stalled{after}"
+    if isinstance(error, ConnectError):
+        return "cannot connect"
+    if isinstance(error, StreamInterrupted | ReadTimeout):
+        return f"connection lost{after}"
+    if isinstance(error, ProtocolError):
+        return f"malformed data{after}"
+    return f"{error.kind}{after}"
+
+
+def retry_line(event: StreamRetry) -> str:
+    """What a retry means for the user, on one line, the same in every view.
+
+    ``connection lost after 37 tokens — resuming in 1.2 s (2/5)``; ``429 RateLimitError —
+    retrying in 2.0 s (2/5)``; ``connection lost after 37 tokens — restarting in 0.4 s (2/5):
+    37 tokens discarded``. The ``(2/5)`` is the next attempt of the current streak without
+    progress, and the policy's limit on it.
+    """
+    if event.resume_after is not None:
+        action = "resuming"
+    elif event.discarded:
+        action = "restarting"
+    else:
+        action = "retrying"
+    count = f"{event.failures + 1}/{event.max_attempts}" if event.max_attempts else ""
+    line = f"{_cause(event)} — {action} in {event.delay:.1f} s" + (f" ({count})" if count else "")
+    if event.discarded:
+        line += f": {event.discarded} tokens discarded"
+    return line

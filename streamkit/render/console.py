@@ -3,6 +3,11 @@
 The reply's text, and nothing else, goes to ``out``; status lines go to ``status`` when one is
 given, so ``streamkit chat > reply.txt`` stores just the reply. Every flush calls ``out.flush()``:
 a pipe or a notebook cell then sees the text when it arrives, not when a buffer fills.
+
+A retry is announced on ``status``, or on ``out`` without one (``[retry] connection lost after 37
+tokens — resuming in 1.2 s (2/5)``); a resume then continues the text where it broke. A restart
+cannot take back text already written, so it writes ``[restarted: 37 tokens discarded]`` on a line
+of its own in ``out``, and the reply again below it.
 """
 
 from __future__ import annotations
@@ -12,8 +17,9 @@ import time
 from collections.abc import Callable
 from typing import TextIO
 
+from ..events import StreamRetry
 from ..result import StreamResult
-from ._base import BufferedView, failure_line
+from ._base import BufferedView, failure_line, retry_line
 
 __all__ = ["ConsoleView"]
 
@@ -48,6 +54,7 @@ class ConsoleView(BufferedView):
         super().__init__(max_tokens=max_tokens, max_delay=max_delay, clock=clock)
         self._out = out
         self._status = status
+        self._last_char = ""  # the last character written to out in this stream
 
     @property
     def out(self) -> TextIO:
@@ -58,6 +65,27 @@ class ConsoleView(BufferedView):
         out = self.out
         out.write(new_text)
         out.flush()
+        self._last_char = new_text[-1:]
+
+    def _on_start(self) -> None:
+        self._last_char = ""
+
+    def _on_retry(self, event: StreamRetry) -> None:
+        out = self.out
+        # As failure lines do: to status when given (out keeps a clean transcript), else to out,
+        # on a line of its own (a leading newline when the text is mid-line).
+        lead = "" if self._last_char in ("", "\n") else "\n"
+        target = self._status if self._status is not None else out
+        target.write(f"{lead}[retry] {retry_line(event)}\n")
+        target.flush()
+        if target is out:
+            lead = ""
+            self._last_char = "\n"
+        if event.discarded:
+            # Text already written cannot be taken back: mark it void, then start afresh.
+            out.write(f"{lead}[restarted: {event.discarded} tokens discarded]\n")
+            out.flush()
+            self._last_char = "\n"
 
     def _on_finish(self, result: StreamResult) -> None:
         out = self.out

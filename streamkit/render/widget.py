@@ -1,6 +1,7 @@
 """The JupyterLab view: an ipywidgets panel that shows a stream live, with a Stop button.
 
-Layout, top to bottom: a header (model · streaming… / completed / stopped / failed) with the Stop
+Layout, top to bottom: a header (model · streaming… / completed / stopped / failed, or what a
+retry is doing: "connection lost after 37 tokens — resuming in 1.2 s (2/5)") with the Stop
 button beside it, the text, and a status area filled on finish (an error line naming the error
 class and message when the stream failed, then the one-line summary).
 
@@ -22,8 +23,9 @@ import ipywidgets as widgets
 from IPython.core.interactiveshell import InteractiveShell
 from IPython.display import DisplayHandle, display
 
+from ..events import StreamRetry
 from ..result import StreamResult
-from ._base import BufferedView, failure_line
+from ._base import BufferedView, failure_line, retry_line
 
 __all__ = ["WidgetView"]
 
@@ -33,6 +35,7 @@ _PRE_OPEN = '<pre style="white-space:pre-wrap;word-break:normal;overflow-wrap:br
 _PRE_CLOSE = "</pre>"
 _ERROR_STYLE = "color:var(--jp-error-color1,#c62828);font-weight:bold"
 _MUTED_STYLE = "color:var(--jp-ui-font-color2,#616161)"
+_WARN_STYLE = "color:var(--jp-warn-color1,#e65100)"
 
 
 def _shell_active() -> bool:
@@ -92,6 +95,7 @@ class WidgetView(BufferedView):
         )
         self._escaped = ""
         self._status_text = ""
+        self._retrying = False
         self._handle: DisplayHandle | None = None
 
     # -- BufferedView hooks ------------------------------------------------------------------
@@ -99,6 +103,7 @@ class WidgetView(BufferedView):
     def _on_start(self) -> None:
         self._escaped = ""
         self._status_text = ""
+        self._retrying = False
         self.text_widget.value = _PRE_OPEN + _PRE_CLOSE
         self.status_widget.value = ""
         self.header.value = self._header_html("streaming…")
@@ -111,9 +116,23 @@ class WidgetView(BufferedView):
         # each flush escapes only its new text. One .value set, one message, per flush.
         self._escaped += html.escape(new_text, quote=False)
         self.text_widget.value = _PRE_OPEN + self._escaped + _PRE_CLOSE
+        if self._retrying:  # text flows again: the retry worked
+            self._retrying = False
+            self.header.value = self._header_html(f"streaming… (retried {self.retries}×)")
+
+    def _on_retry(self, event: StreamRetry) -> None:
+        # One header update per retry; the text stays (a resume continues it) unless the
+        # retry starts over, when what was shown is void.
+        self._retrying = True
+        if event.discarded:
+            self._escaped = ""
+            self.text_widget.value = _PRE_OPEN + _PRE_CLOSE
+        line = html.escape(retry_line(event))
+        self.header.value = self._header_html(f'<span style="{_WARN_STYLE}">{line}</span>')
 
     def _on_finish(self, result: StreamResult) -> None:
         self.stop_button.disabled = True
+        self._retrying = False
         self.header.value = self._header_html(result.status)
         summary = result.summary()
         failed = failure_line(result)

@@ -6,50 +6,85 @@ streams. The module is layered so the logic is testable without a socket:
 
 - request validation (:func:`parse_chat_request`): bytes in, a :class:`ChatRequest` or a
   :class:`RequestError` carrying an OpenAI-style error body out. Per-request simulation settings
-  in the ``streamkit`` body field are checked against the :data:`SIM_OPTIONS` table, so new keys
-  (fault injection) are one entry there.
+  in the ``streamkit`` body field are checked against the :data:`SIM_OPTIONS` table; the fault
+  list and the attempt key are entries there, parsed by :mod:`.faults`.
 - planning (:func:`plan_reply`): which pieces to send, when, and why it ends.
 - wire formats (:class:`ChunkEncoder`, :func:`completion_body`): bytes exactly as OpenAI sends
-  them. The per-token path concatenates a prebuilt prefix, the JSON-encoded piece and a prebuilt
+  them, plus the SSE ``id:`` line of each content frame (docs/protocol.md). The per-token path
+  formats the id and concatenates a prebuilt prefix, the JSON-encoded piece and a prebuilt
   suffix; no dict is serialised and no SDK model is built per token.
-- I/O (:class:`App`): routing, auth, pacing through one shared :class:`~.pacer.Pacer`, and
-  client-disconnect detection.
+- I/O (:class:`App`): routing, auth, limits (:mod:`.limits`), admission (attempt counting and
+  status faults, shared with the WebSocket endpoint in :mod:`.ws`), and the SSE framing of
+  :func:`~.produce.produce`, which paces every stream on one shared :class:`~.pacer.Pacer` and
+  fires stream faults.
 
 Routes: ``GET /health``, ``GET /v1/models``, ``GET /v1/models/{id}``,
-``POST /v1/chat/completions``.
+``POST /v1/chat/completions`` (``Last-Event-ID`` resumes a stream), and the WebSocket endpoint
+``GET /v1/ws``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import functools
+import hashlib
 import hmac
 import json
 import math
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping, MutableMapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
+from .faults import (
+    AttemptCounter,
+    Drop,
+    Fault,
+    InvalidSetting,
+    Malformed,
+    Stall,
+    active_faults,
+    error_for_status,
+    first_status,
+    parse_attempt_key,
+    parse_faults,
+    stream_faults,
+)
+from .limits import ConcurrencyLimiter, RateLimiter
 from .models import MODELS, SimModel
 from .pacer import Pacer
+from .produce import Ending, produce
 from .textgen import generate, schedule, tokenize
 
+if TYPE_CHECKING:
+    from .ws import WebSocketEndpoint
+
 __all__ = [
+    "DEFAULT_MAX_BODY_BYTES",
     "SIM_OPTIONS",
+    "Admission",
     "App",
     "ChatRequest",
     "ChunkEncoder",
+    "ConnectionDropped",
     "Plan",
     "RequestError",
     "ServerStats",
     "SimOption",
+    "caller_of",
     "completion_body",
     "create_app",
+    "cut_connection",
+    "header",
+    "loads_json",
+    "parse_chat_object",
     "parse_chat_request",
     "plan_reply",
+    "resume_start",
+    "transport_of",
 ]
 
 Scope = MutableMapping[str, Any]
@@ -57,11 +92,17 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
+T = TypeVar("T")
+
 SYSTEM_FINGERPRINT = "fp_streamkit"
-MAX_BODY_BYTES = 4 * 1024 * 1024
-# A stream that is behind schedule sends its due pieces without suspending; after this many in
-# a row it yields once so that one fast stream cannot starve the others.
-_MAX_BURST = 16
+DEFAULT_MAX_BODY_BYTES = 1 << 20
+"""The largest request body accepted by default (1 MiB); larger ones get 413."""
+# After a drop fault closes a connection, the kernel still flushes what was written; a client
+# that never reads would keep it half-open, so the connection is reset after this long.
+_DROP_GRACE = 2.0
+# A body over the limit is drained (and thrown away) up to this much before the 413 goes out.
+_DRAIN_BYTES = 16 << 20
+_DRAIN_SECONDS = 2.0
 
 
 # --------------------------------------------------------------------------------------------
@@ -80,8 +121,18 @@ class ServerStats:
         streams_completed: streams that sent ``[DONE]``.
         streams_disconnected: streams the client abandoned before the end.
         streams_aborted: streams the server cut short because it was shutting down.
+        streams_dropped: streams whose connection a ``drop`` fault cut.
         active_streams: streams in progress now.
-        tokens_sent: completion pieces sent, streamed or not.
+        tokens_sent: completion pieces sent, streamed or not, over HTTP or WebSocket.
+        faults_injected: faults that fired (a status answered, a stall, a drop, …).
+        rate_limited: requests refused by ``max_concurrent_streams`` or
+            ``requests_per_minute``.
+        ws_connections: WebSocket connections accepted.
+        ws_active_connections: WebSocket connections open now.
+        ws_streams_started: WebSocket streams that sent ``start``.
+        ws_streams_completed: WebSocket streams that sent ``end``.
+        ws_streams_cancelled: WebSocket streams stopped by ``chat.cancel``.
+        ws_active_streams: WebSocket streams in progress now.
     """
 
     requests: int = 0
@@ -90,8 +141,17 @@ class ServerStats:
     streams_completed: int = 0
     streams_disconnected: int = 0
     streams_aborted: int = 0
+    streams_dropped: int = 0
     active_streams: int = 0
     tokens_sent: int = 0
+    faults_injected: int = 0
+    rate_limited: int = 0
+    ws_connections: int = 0
+    ws_active_connections: int = 0
+    ws_streams_started: int = 0
+    ws_streams_completed: int = 0
+    ws_streams_cancelled: int = 0
+    ws_active_streams: int = 0
 
     def snapshot(self) -> dict[str, int]:
         """The counters as a plain dict (a copy)."""
@@ -112,6 +172,8 @@ class RequestError(Exception):
         code: OpenAI's machine-readable code (``"model_not_found"``, ``"invalid_api_key"``).
         type: OpenAI's error type.
         headers: extra response headers (``allow`` on a 405).
+        retry_after: seconds the client should wait before retrying; sent as ``Retry-After``
+            (and ``retry-after-ms``, which the openai SDK prefers).
     """
 
     def __init__(
@@ -123,6 +185,7 @@ class RequestError(Exception):
         code: str | None = None,
         type: str = "invalid_request_error",
         headers: list[tuple[bytes, bytes]] | None = None,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(message)
         self.headers = headers or []
@@ -131,11 +194,22 @@ class RequestError(Exception):
         self.param = param
         self.code = code
         self.type = type
+        self.retry_after = retry_after
+        if retry_after is not None:
+            # Whole seconds print as integers (RFC 9110's delay-seconds); a fraction asked for
+            # by a fault is kept, since the clients that matter here parse it as a float.
+            self.headers += [
+                (b"retry-after", f"{retry_after:g}".encode()),
+                (b"retry-after-ms", str(round(retry_after * 1000)).encode()),
+            ]
+
+    def error(self) -> dict[str, object]:
+        """The OpenAI error object (the value of the body's ``error`` key)."""
+        return {"message": self.message, "type": self.type, "param": self.param, "code": self.code}
 
     def body(self) -> bytes:
         """The JSON error body."""
-        error = {"message": self.message, "type": self.type, "param": self.param, "code": self.code}
-        return json.dumps({"error": error}).encode()
+        return json.dumps({"error": self.error()}).encode()
 
 
 def _bad(param: str, message: str) -> NoReturn:
@@ -206,10 +280,14 @@ class SimOption:
     Attributes:
         check: whether a value is acceptable (``None`` is handled before, as "not set").
         allowed: the allowed values, in words, for the error message.
+        parse: for structured values, turns an accepted value into what the server uses,
+            raising :class:`~.faults.InvalidSetting` naming the bad part (e.g.
+            ``streamkit.faults[1].at``).
     """
 
     check: Callable[[object], bool]
     allowed: str
+    parse: Callable[[object], object] | None = None
 
 
 SIM_OPTIONS: dict[str, SimOption] = {
@@ -219,6 +297,10 @@ SIM_OPTIONS: dict[str, SimOption] = {
     ),
     "jitter": SimOption(_number_in(0, 1), "a number from 0 to 1 (0.15 = each gap ±15%)"),
     "length": SimOption(_int_in(1, 100_000), "an integer from 1 to 100000 (completion tokens)"),
+    "attempt_key": SimOption(
+        _is_str, "a string of 1 to 128 characters naming one logical request", parse_attempt_key
+    ),
+    "faults": SimOption(_is_list, "a list of fault objects", parse_faults),
 }
 """Every key the ``streamkit`` body field accepts. Extend this table to add a setting."""
 
@@ -288,7 +370,9 @@ class ChatRequest:
         tokens_per_second: decode rate (model default or override).
         jitter: relative spread of the gaps (model default or override).
         length: exact completion length asked for with ``streamkit.length``, if any.
-        sim_options: every validated key of the ``streamkit`` field, as sent.
+        sim_options: every validated key of the ``streamkit`` field (structured ones parsed).
+        attempt_key: ``streamkit.attempt_key``: names the logical request across attempts.
+        faults: ``streamkit.faults``, parsed, in the order given.
     """
 
     model: SimModel
@@ -303,6 +387,8 @@ class ChatRequest:
     jitter: float
     length: int | None
     sim_options: Mapping[str, object] = field(default_factory=dict)
+    attempt_key: str | None = None
+    faults: tuple[Fault, ...] = ()
 
 
 def _reject_constant(name: str) -> NoReturn:
@@ -390,8 +476,13 @@ def _parse_sim_options(raw: object) -> dict[str, object]:
         if not spec.check(value):
             _bad(
                 f"streamkit.{key}",
-                f"Invalid value for 'streamkit.{key}': {value!r}. Expected {spec.allowed}.",
+                f"Invalid value for 'streamkit.{key}': {value!r:.200}. Expected {spec.allowed}.",
             )
+        if spec.parse is not None:
+            try:
+                value = spec.parse(value)
+            except InvalidSetting as exc:
+                _bad(exc.param, exc.message)
         options[key] = value
     return options
 
@@ -403,6 +494,15 @@ def _optional(
     if value is not None and not check(value):
         _bad(key, f"Invalid value for '{key}': {value!r}. Expected {allowed}.")
     return value
+
+
+def loads_json(raw: str | bytes) -> object:
+    """Decode JSON as strictly as OpenAI does: ``NaN`` and ``Infinity`` are errors.
+
+    Raises:
+        ValueError: not valid JSON (``UnicodeDecodeError`` is one).
+    """
+    return json.loads(raw, parse_constant=_reject_constant)
 
 
 def parse_chat_request(body: bytes, models: Mapping[str, SimModel]) -> ChatRequest:
@@ -420,13 +520,26 @@ def parse_chat_request(body: bytes, models: Mapping[str, SimModel]) -> ChatReque
             404 for an unknown model.
     """
     try:
-        data = json.loads(body, parse_constant=_reject_constant)
-    except (ValueError, UnicodeDecodeError) as exc:
+        data = loads_json(body)
+    except ValueError as exc:
         raise RequestError(
             400,
             f"We could not parse the JSON body of your request ({exc}). Send a JSON object with "
             "'Content-Type: application/json'.",
         ) from None
+    return parse_chat_object(data, models)
+
+
+def parse_chat_object(data: object, models: Mapping[str, SimModel]) -> ChatRequest:
+    """Validate a decoded chat completion body (the WebSocket endpoint's ``body`` too).
+
+    Args:
+        data: the decoded JSON value.
+        models: the models on offer, by id.
+
+    Raises:
+        RequestError: as :func:`parse_chat_request`.
+    """
     if not isinstance(data, dict):
         raise RequestError(400, "The request body must be a JSON object.")
 
@@ -520,6 +633,8 @@ def parse_chat_request(body: bytes, models: Mapping[str, SimModel]) -> ChatReque
         jitter=float(options.get("jitter", model.jitter)),  # type: ignore[arg-type]
         length=options.get("length"),  # type: ignore[arg-type]
         sim_options=options,
+        attempt_key=options.get("attempt_key"),  # type: ignore[arg-type]
+        faults=options.get("faults", ()),  # type: ignore[arg-type]
     )
 
 
@@ -598,10 +713,13 @@ def _json_string(piece: str) -> bytes:
 
 
 class ChunkEncoder:
-    """The SSE frames of one stream, byte for byte as OpenAI sends them.
+    """The SSE frames of one stream, byte for byte as OpenAI sends them, plus content ids.
 
-    Each frame is ``data: {chunk}\\n\\n``; the constant parts of a chunk are encoded once per
-    stream, so a content frame costs two concatenations and a cached string encoding.
+    Each frame is ``data: {chunk}\\n\\n``; a content frame is preceded by ``id: N\\n``, N
+    being the token's 0-based index in the logical stream (docs/protocol.md), so a client can
+    resume with ``Last-Event-ID``. OpenAI clients ignore the line. The constant parts of a chunk
+    are encoded once per stream, so a content frame costs one bytes formatting and a cached
+    string encoding.
 
     Args:
         completion_id: the ``chatcmpl-…`` id shared by every chunk.
@@ -628,9 +746,18 @@ class ChunkEncoder:
             self._head + b'{"index":0,"delta":{"role":"assistant","content":""' + self._choice_tail
         )
 
-    def content(self, piece: str) -> bytes:
-        """One content frame (the hot path)."""
-        return self._content_head + _json_string(piece) + self._choice_tail
+    def content(self, seq: int, piece: str) -> bytes:
+        """One content frame, with its ``id:`` line (the hot path).
+
+        Args:
+            seq: the token's 0-based index in the logical stream.
+            piece: the token's text.
+        """
+        return b"id: %d\n%b%b%b" % (seq, self._content_head, _json_string(piece), self._choice_tail)
+
+    def malformed(self) -> bytes:
+        """A frame whose data is a content chunk cut short: not valid JSON (a fault)."""
+        return self._content_head + b'"\n\n'
 
     def finish(self, reason: str) -> bytes:
         """The frame with an empty delta and the finish reason."""
@@ -715,8 +842,105 @@ def _new_id(prefix: str) -> str:
     return prefix + uuid.uuid4().hex[:24]
 
 
-async def _read_body(receive: Receive) -> bytes | None:
-    """The whole request body, or ``None`` if the client went away first."""
+def header(scope: Scope, name: bytes) -> bytes | None:
+    """The first value of request header ``name`` (lower case), or ``None``."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return bytes(value)
+    return None
+
+
+def caller_of(scope: Scope) -> str:
+    """Who a request comes from, for the per-key limits.
+
+    The bearer token it carries (the API key, checked or not: a server without a key still
+    tells callers apart by the key their SDK sends), or its client address when it carries none.
+    The token is kept as a digest: the limiter's memory holds no secrets.
+    """
+    auth = header(scope, b"authorization")
+    if auth is not None:
+        scheme, _, token = auth.partition(b" ")
+        token = token.strip()
+        if scheme.lower() == b"bearer" and token:
+            return "key:" + hashlib.blake2b(token, digest_size=16).hexdigest()
+    client = scope.get("client")
+    return f"client:{client[0]}" if client else "client:?"
+
+
+def transport_of(send: Send) -> asyncio.Transport | None:
+    """The connection's transport behind an ASGI ``send``, when the server exposes it.
+
+    ASGI has no way to cut a connection, which a ``drop`` fault needs: ending the response sends
+    the terminating chunk (a clean end), and raising makes the server log an application error.
+    uvicorn's ``send`` is a bound method of the object that owns the connection (the HTTP
+    request cycle, or the WebSocket protocol), and that object holds the asyncio transport.
+    Under another server this returns ``None`` and the caller falls back to raising.
+    """
+    transport = getattr(getattr(send, "__self__", None), "transport", None)
+    return transport if isinstance(transport, asyncio.Transport) else None
+
+
+def cut_connection(transport: asyncio.Transport) -> None:
+    """End the TCP connection right after the bytes already written, as a network failure would.
+
+    ``close`` flushes what was written, then sends FIN: the client reads every byte sent before
+    the fault, then an end of stream in the middle of the response (no terminating chunk, no
+    close frame), so it sees a broken connection after exactly the tokens the fault allowed. An
+    ``abort`` (RST) would be more brutal but could discard data the client had not read yet,
+    making the cut point nondeterministic. A client that stops reading would keep a closing
+    connection half-open, so it is reset after a grace period.
+    """
+    transport.close()
+    asyncio.get_running_loop().call_later(_DROP_GRACE, transport.abort)
+
+
+class ConnectionDropped(Exception):
+    """Raised out of the app to cut a connection when the server does not expose its transport
+    (the server then closes the connection; uvicorn is not such a server)."""
+
+
+def _too_large(limit: int) -> RequestError:
+    return RequestError(
+        413,
+        f"The request body is larger than this server accepts ({limit} bytes; set with "
+        "`streamkit serve --max-body-bytes`). Send a smaller body.",
+        code="request_too_large",
+        # The rest of the body is left unread, so the connection cannot be reused.
+        headers=[(b"connection", b"close")],
+    )
+
+
+async def _discard_rest(receive: Receive) -> None:
+    """Read and throw away the rest of a refused body, within a budget of bytes and time.
+
+    A server that answers 413 and closes while the client is still sending makes the kernel
+    reset the connection, and the client then sees a connection error instead of the 413 (it
+    happened here with a chunked upload). Draining first, as nginx's lingering close does,
+    lets the answer arrive; nothing drained is kept, and a body past the budget is cut off.
+    """
+    budget = _DRAIN_BYTES
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(_DRAIN_SECONDS):
+            while budget > 0:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return
+                budget -= len(message.get("body", b""))
+                if not message.get("more_body", False):
+                    return
+
+
+async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes | None:
+    """The whole request body, or ``None`` if the client went away first.
+
+    Raises:
+        RequestError: 413 as soon as the declared or received size passes ``limit``; nothing
+            past the limit is kept (see :func:`_discard_rest`).
+    """
+    declared = header(scope, b"content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        await _discard_rest(receive)
+        raise _too_large(limit)
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -724,12 +948,56 @@ async def _read_body(receive: Receive) -> bytes | None:
         if message["type"] == "http.disconnect":
             return None
         chunk = message.get("body", b"")
+        more = message.get("more_body", False)
         size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise RequestError(413, f"The request body is larger than {MAX_BODY_BYTES} bytes.")
+        if size > limit:
+            if more:
+                await _discard_rest(receive)
+            raise _too_large(limit)
         chunks.append(chunk)
-        if not message.get("more_body", False):
+        if not more:
             return b"".join(chunks)
+
+
+def _last_event_id(scope: Scope) -> int | None:
+    """The ``Last-Event-ID`` header as a token index, or ``None`` when absent."""
+    raw = header(scope, b"last-event-id")
+    if raw is None:
+        return None
+    value = raw.strip()
+    if not value.isdigit() or len(value) > 9:
+        raise RequestError(
+            400,
+            f"Invalid Last-Event-ID header: {raw.decode('latin-1')[:40]!r}. Send the 'id' of "
+            "the last content frame received (an integer >= 0) to resume after it.",
+            param="Last-Event-ID",
+        )
+    return int(value)
+
+
+def resume_start(resume_after: int | None, plan: Plan, where: str) -> int:
+    """The first token to send when resuming after token ``resume_after`` (0 when not resuming).
+
+    Args:
+        resume_after: the last token index the client has, or ``None``.
+        plan: the reply (regenerated from the same body, so the same text).
+        where: how the client said it (``"Last-Event-ID"``, ``"resume_after"``), for messages.
+
+    Raises:
+        RequestError: 400 when the index is not in the reply: the body differs from the one
+            first sent, or the client counted wrong.
+    """
+    if resume_after is None:
+        return 0
+    n = len(plan.pieces)
+    if resume_after >= n:
+        raise RequestError(
+            400,
+            f"Cannot resume after token {resume_after}: this reply has {n} content tokens "
+            f"(ids 0 to {n - 1}). Resend the same body as the interrupted request.",
+            param=where,
+        )
+    return resume_after + 1
 
 
 async def _wait_disconnect(receive: Receive) -> None:
@@ -740,6 +1008,12 @@ async def _wait_disconnect(receive: Receive) -> None:
         pass
 
 
+async def _forever() -> NoReturn:
+    """Wait until cancelled: a dropped stream waits here for the server to see the close."""
+    await asyncio.get_running_loop().create_future()
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
 class _Outcome(enum.Enum):
     DONE = "done"  # the reply went out in full
     DISCONNECTED = "disconnected"  # the client left first
@@ -747,12 +1021,13 @@ class _Outcome(enum.Enum):
 
 
 async def _watched(
-    work: Coroutine[Any, Any, None], receive: Receive, inflight: set[asyncio.Task[None]]
-) -> _Outcome:
+    work: Coroutine[Any, Any, T], receive: Receive, inflight: set[asyncio.Task[Any]]
+) -> tuple[_Outcome, T | None]:
     """Run ``work`` as a task registered in ``inflight`` while watching for the client leaving.
 
     Returns:
-        How it ended. Unless DONE, ``work`` has been cancelled and awaited.
+        How it ended, and ``work``'s result when DONE. Unless DONE, ``work`` has been cancelled
+        and awaited.
     """
     task = asyncio.ensure_future(work)
     inflight.add(task)
@@ -761,10 +1036,9 @@ async def _watched(
         await asyncio.wait((task, listener), return_when=asyncio.FIRST_COMPLETED)
         if task.done():
             if task.cancelled():  # by App.close_streams, not by our own cancellation
-                return _Outcome.ABORTED
-            task.result()  # re-raise what went wrong, if anything
-            return _Outcome.DONE
-        return _Outcome.DISCONNECTED
+                return _Outcome.ABORTED, None
+            return _Outcome.DONE, task.result()  # re-raises what went wrong, if anything
+        return _Outcome.DISCONNECTED, None
     finally:
         inflight.discard(task)
         for t in (task, listener):
@@ -773,34 +1047,145 @@ async def _watched(
         await asyncio.gather(task, listener, return_exceptions=True)
 
 
+class Admission:
+    """An admitted completion: the faults that apply to it, and its concurrency slot.
+
+    Attributes:
+        faults: the faults that apply to this attempt.
+    """
+
+    __slots__ = ("_release", "faults")
+
+    def __init__(self, faults: tuple[Fault, ...], release: Callable[[], None] | None) -> None:
+        self.faults = faults
+        self._release = release
+
+    def release(self) -> None:
+        """Give the caller's concurrency slot back (idempotent).
+
+        Called just before the last bytes of a reply go out (the end of the body, the ``end``
+        message, a dropped connection), not when the handler has unwound: a client that has
+        read the whole reply may send its next request at once, and must find the slot free.
+        """
+        release, self._release = self._release, None
+        if release is not None:
+            release()
+
+
+class _SSEWire:
+    """The SSE framing :func:`~.produce.produce` writes one streamed response through."""
+
+    __slots__ = ("_admission", "_content", "_encoder", "_plan", "_send", "dropped")
+
+    def __init__(self, send: Send, encoder: ChunkEncoder, plan: Plan, admission: Admission) -> None:
+        self._send = send
+        self._encoder = encoder
+        self._content = encoder.content
+        self._plan = plan
+        self._admission = admission
+        self.dropped = False
+
+    async def token(self, seq: int, piece: str) -> None:
+        await self._send(
+            {"type": "http.response.body", "body": self._content(seq, piece), "more_body": True}
+        )
+
+    async def malformed(self, seq: int) -> None:
+        body = self._encoder.malformed()
+        await self._send({"type": "http.response.body", "body": body, "more_body": True})
+
+    async def drop(self, seq: int, mid_frame: bool) -> None:
+        transport = transport_of(self._send)
+        if transport is None:
+            raise ConnectionDropped("drop fault: cutting the connection")
+        if mid_frame:
+            pieces = self._plan.pieces
+            frame = (
+                self._content(seq, pieces[seq])
+                if seq < len(pieces)
+                else self._encoder.finish(self._plan.finish_reason)
+            )
+            half = frame[: len(frame) // 2]
+            await self._send({"type": "http.response.body", "body": half, "more_body": True})
+        self.dropped = True
+        self._admission.release()
+        cut_connection(transport)
+
+    async def end(self, tail: bytes) -> None:
+        """Send the response's last bytes and end it (the terminating chunk)."""
+        self._admission.release()
+        await self._send({"type": "http.response.body", "body": tail, "more_body": False})
+
+
 class App:
     """The simulator as an ASGI 3 application.
 
     Args:
         api_key: if set, every ``/v1`` route requires ``Authorization: Bearer <api_key>``.
         models: the models to offer (default :data:`~.models.MODELS`).
+        max_concurrent_streams: completions (streamed or not, HTTP or WebSocket) one caller may
+            have in progress; more get 429. ``None``: unlimited.
+        requests_per_minute: completions one caller may start in any 60 s; more get 429 with
+            ``Retry-After``. ``None``: unlimited.
+        max_body_bytes: the largest request body (and WebSocket message) accepted; larger get
+            413.
+
+    A caller is the bearer token a request carries, or its client address when it carries none
+    (:func:`caller_of`).
 
     Attributes:
         stats: live counters (:class:`ServerStats`).
         models: the models on offer, by id.
+        attempts: attempts counted per ``streamkit.attempt_key``.
     """
 
     def __init__(
-        self, api_key: str | None = None, models: Mapping[str, SimModel] | None = None
+        self,
+        api_key: str | None = None,
+        models: Mapping[str, SimModel] | None = None,
+        *,
+        max_concurrent_streams: int | None = None,
+        requests_per_minute: int | None = None,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     ) -> None:
         self._api_key = api_key.encode() if api_key is not None else None
         self.models: dict[str, SimModel] = dict(MODELS if models is None else models)
         if not self.models:
             raise ValueError("the server needs at least one model")
+        for name, value in (
+            ("max_concurrent_streams", max_concurrent_streams),
+            ("requests_per_minute", requests_per_minute),
+            ("max_body_bytes", max_body_bytes),
+        ):
+            if value is not None and (not _is_int(value) or value < 1):
+                raise ValueError(f"{name} must be an integer >= 1 (got {value!r})")
+        self.max_concurrent_streams = max_concurrent_streams
+        self.requests_per_minute = requests_per_minute
+        self.max_body_bytes = max_body_bytes
+        self._concurrency = (
+            ConcurrencyLimiter(max_concurrent_streams) if max_concurrent_streams else None
+        )
+        self._rate = RateLimiter(requests_per_minute) if requests_per_minute else None
+        self.attempts = AttemptCounter()
         self.stats = ServerStats()
         self._pacer: Pacer | None = None
-        self._inflight: set[asyncio.Task[None]] = set()
+        self._inflight: set[asyncio.Task[Any]] = set()
         self._closing = False
+        # ws.py builds on this module (validation, admission, wire formats), so it is imported
+        # here rather than at the top, where it would be a cycle.
+        from .ws import WebSocketEndpoint
+
+        self._ws: WebSocketEndpoint = WebSocketEndpoint(self)
 
     def __repr__(self) -> str:
         # Never show the key.
         auth = "key required" if self._api_key is not None else "no key"
         return f"<streamkit App models={list(self.models)} {auth}>"
+
+    @property
+    def closing(self) -> bool:
+        """Whether the server is shutting down (new replies get 503)."""
+        return self._closing
 
     def pacer(self) -> Pacer:
         """The pacer of the running loop (made on first use, and again if the loop changes)."""
@@ -815,20 +1200,88 @@ class App:
         The runner calls this as the server shuts down, so each open stream ends its HTTP
         response cleanly, without ``[DONE]`` (a client sees a stream cut short, which is the
         truth), instead of being cancelled after the graceful timeout, which uvicorn reports as
-        an application error.
+        an application error. (WebSocket connections are closed by uvicorn itself, with code
+        1012, which stops their streams.)
         """
         self._closing = True
         for task in list(self._inflight):
             task.cancel()
 
+    @contextlib.contextmanager
+    def admit(self, req: ChatRequest, caller: str) -> Iterator[Admission]:
+        """Let a validated completion in, or refuse it, for HTTP and WebSocket alike.
+
+        In order: shutting down (503), the caller's concurrency limit (429), its requests per
+        minute (429, recorded only when admitted), then the attempt is counted for its
+        ``attempt_key`` and a ``status`` fault that applies answers instead (counted as an
+        attempt, so a retry can succeed). The request then holds one of the caller's
+        concurrency slots until :meth:`Admission.release`, or the end of the ``with`` body.
+
+        Args:
+            req: the validated request.
+            caller: who sent it (:func:`caller_of`).
+
+        Yields:
+            The admission: the faults that apply to this attempt, and the slot.
+
+        Raises:
+            RequestError: the refusal to answer with.
+        """
+        if self._closing:
+            raise _shutting_down()
+        stats = self.stats
+        concurrency = self._concurrency
+        if concurrency is not None and concurrency.full(caller):
+            stats.rate_limited += 1
+            raise RequestError(
+                429,
+                f"Too many concurrent requests: this server allows {concurrency.limit} in "
+                "progress per API key (`streamkit serve --max-concurrent-streams`). Retry when "
+                "one of yours has finished.",
+                type="requests",
+                code="rate_limit_exceeded",
+                retry_after=1,
+            )
+        if self._rate is not None:
+            wait = self._rate.acquire(caller, time.monotonic())
+            if wait is not None:
+                stats.rate_limited += 1
+                seconds = RateLimiter.retry_after_header(wait)
+                raise RequestError(
+                    429,
+                    f"Rate limit reached for requests: limit {self._rate.per_minute} per minute "
+                    "per API key (`streamkit serve --requests-per-minute`). Please try again in "
+                    f"{seconds} s.",
+                    type="requests",
+                    code="rate_limit_exceeded",
+                    retry_after=seconds,
+                )
+        faults = active_faults(req.faults, self.attempts.next(req.attempt_key))
+        status = first_status(faults)
+        if status is not None:
+            stats.faults_injected += 1
+            message, kind, code = error_for_status(status)
+            raise RequestError(
+                status.code, message, type=kind, code=code, retry_after=status.retry_after
+            )
+        if concurrency is None:
+            yield Admission(faults, None)
+            return
+        concurrency.acquire(caller)
+        admission = Admission(faults, functools.partial(concurrency.release, caller))
+        try:
+            yield admission
+        finally:
+            admission.release()
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
             await self._http(scope, receive, send)
+        elif kind == "websocket":
+            await self._ws(scope, receive, send)
         elif kind == "lifespan":
             await self._lifespan(receive, send)
-        elif kind == "websocket":
-            await send({"type": "websocket.close", "code": 1008, "reason": "no WebSocket route"})
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -849,7 +1302,7 @@ class App:
             path = path.rstrip("/")
         try:
             if path.startswith("/v1"):
-                self._authorize(scope)
+                self.authorize(scope)
             if path == "/health":
                 self._allow(method, "GET", path)
                 await self._json(send, 200, {"status": "ok"}, request_id)
@@ -870,27 +1323,28 @@ class App:
                 await self._json(send, 200, _model_card(model), request_id)
             elif path == "/v1/chat/completions":
                 self._allow(method, "POST", path)
-                await self._chat(receive, send, t0, request_id)
+                await self._chat(scope, receive, send, t0, request_id)
             else:
                 raise RequestError(
                     404,
                     f"Invalid URL ({method} {scope['path']}): the streamkit simulator serves "
-                    "GET /health, GET /v1/models, GET /v1/models/{id} and "
-                    "POST /v1/chat/completions.",
+                    "GET /health, GET /v1/models, GET /v1/models/{id}, "
+                    "POST /v1/chat/completions and the WebSocket endpoint /v1/ws.",
                     code="unknown_url",
                 )
         except RequestError as exc:
             self.stats.errors += 1
             await self._send(send, exc.status, exc.body(), request_id, exc.headers)
 
-    def _authorize(self, scope: Scope) -> None:
+    def authorize(self, scope: Scope) -> None:
+        """Check the request's API key (when the server has one).
+
+        Raises:
+            RequestError: 401 with OpenAI's ``invalid_api_key`` body.
+        """
         if self._api_key is None:
             return
-        given = b""
-        for name, value in scope["headers"]:
-            if name == b"authorization":
-                given = value
-                break
+        given = header(scope, b"authorization") or b""
         scheme, _, token = given.partition(b" ")
         # compare_digest: the time taken must not reveal how much of the key was right.
         if scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), self._api_key):
@@ -933,22 +1387,45 @@ class App:
     async def _json(self, send: Send, status: int, obj: object, request_id: str) -> None:
         await self._send(send, status, json.dumps(obj).encode(), request_id)
 
-    async def _chat(self, receive: Receive, send: Send, t0: float, request_id: str) -> None:
-        body = await _read_body(receive)
+    async def _chat(
+        self, scope: Scope, receive: Receive, send: Send, t0: float, request_id: str
+    ) -> None:
+        body = await _read_body(scope, receive, self.max_body_bytes)
         if body is None:
             return
         req = parse_chat_request(body, self.models)
-        if self._closing:
-            raise _shutting_down()
+        resume_after = _last_event_id(scope)
+        if resume_after is not None and not req.stream:
+            raise RequestError(
+                400,
+                "Last-Event-ID resumes a stream: send it with 'stream': true, or drop the header.",
+                param="Last-Event-ID",
+            )
         plan = plan_reply(req)
-        completion_id = _new_id("chatcmpl-")
-        created = int(time.time())
-        if req.stream:
-            await self._stream(receive, send, t0, request_id, completion_id, created, req, plan)
-            return
-        work = self._complete(send, t0, request_id, completion_id, created, req, plan)
-        if await _watched(work, receive, self._inflight) is _Outcome.ABORTED:
-            raise _shutting_down()
+        start = resume_start(resume_after, plan, "Last-Event-ID")
+        with self.admit(req, caller_of(scope)) as admission:
+            completion_id = _new_id("chatcmpl-")
+            created = int(time.time())
+            if req.stream:
+                await self._stream(
+                    receive,
+                    send,
+                    t0,
+                    request_id,
+                    completion_id,
+                    created,
+                    req,
+                    plan,
+                    start,
+                    admission,
+                )
+                return
+            work = self._complete(
+                send, t0, request_id, completion_id, created, req, plan, admission
+            )
+            outcome, _ = await _watched(work, receive, self._inflight)
+            if outcome is _Outcome.ABORTED:
+                raise _shutting_down()
 
     async def _complete(
         self,
@@ -959,10 +1436,28 @@ class App:
         created: int,
         req: ChatRequest,
         plan: Plan,
+        admission: Admission,
     ) -> None:
-        if plan.offsets:
-            await self.pacer().wait_until(t0 + plan.offsets[-1])
+        # Without a stream, faults act on the whole response: stalls add their silence, a drop
+        # cuts the connection before the response, a malformed fault sends half the body.
+        reached = stream_faults(admission.faults, 0, len(plan.pieces))
+        stall = sum(f.seconds for f in reached if isinstance(f, Stall))
+        due = (plan.offsets[-1] if plan.offsets else 0.0) + stall
+        await self.pacer().wait_until(t0 + due)
+        if any(isinstance(f, Drop) for f in reached):
+            self.stats.faults_injected += 1
+            transport = transport_of(send)
+            if transport is None:
+                raise ConnectionDropped("drop fault: cutting the connection")
+            admission.release()
+            cut_connection(transport)
+            await _forever()  # until the server sees the connection close
         body = completion_body(completion_id, created, req.model.id, plan)
+        if any(isinstance(f, Malformed) for f in reached):
+            self.stats.faults_injected += 1
+            body = body[: len(body) // 2]
+        self.stats.faults_injected += sum(isinstance(f, Stall) for f in reached)
+        admission.release()
         await self._send(send, 200, body, request_id)
         self.stats.tokens_sent += plan.completion_tokens
 
@@ -976,6 +1471,8 @@ class App:
         created: int,
         req: ChatRequest,
         plan: Plan,
+        start: int,
+        admission: Admission,
     ) -> None:
         encoder = ChunkEncoder(completion_id, created, req.model.id, req.include_usage)
         headers = [
@@ -992,13 +1489,18 @@ class App:
         stats = self.stats
         stats.streams_started += 1
         stats.active_streams += 1
+        wire = _SSEWire(send, encoder, plan, admission)
         try:
-            work = self._emit(send, t0, encoder, req, plan)
-            outcome = await _watched(work, receive, self._inflight)
+            work = self._emit(wire, t0, encoder, req, plan, start, admission.faults)
+            outcome, ending = await _watched(work, receive, self._inflight)
             if outcome is _Outcome.DONE:
-                stats.streams_completed += 1
+                if ending is Ending.FINISHED:
+                    stats.streams_completed += 1
             elif outcome is _Outcome.DISCONNECTED:
-                stats.streams_disconnected += 1
+                if wire.dropped:
+                    stats.streams_dropped += 1
+                else:
+                    stats.streams_disconnected += 1
             else:
                 stats.streams_aborted += 1
                 # End the HTTP response properly; the missing [DONE] tells the client why.
@@ -1007,41 +1509,67 @@ class App:
             stats.active_streams -= 1
 
     async def _emit(
-        self, send: Send, t0: float, encoder: ChunkEncoder, req: ChatRequest, plan: Plan
-    ) -> None:
-        pacer = self.pacer()
-        wait_until = pacer.wait_until
-        content = encoder.content
-        stats = self.stats
-        burst = 0
-        for piece, offset in zip(plan.pieces, plan.offsets, strict=True):
-            if await wait_until(t0 + offset):
-                burst = 0
-            else:
-                burst += 1
-                if burst >= _MAX_BURST:
-                    burst = 0
-                    await asyncio.sleep(0)
-            await send({"type": "http.response.body", "body": content(piece), "more_body": True})
-            stats.tokens_sent += 1
-
-        tail = encoder.finish(plan.finish_reason)
-        if req.include_usage:
-            tail += encoder.usage(plan.usage())
-        await send(
-            {"type": "http.response.body", "body": tail + encoder.done(), "more_body": False}
+        self,
+        wire: _SSEWire,
+        t0: float,
+        encoder: ChunkEncoder,
+        req: ChatRequest,
+        plan: Plan,
+        start: int,
+        faults: tuple[Fault, ...],
+    ) -> Ending:
+        ending = await produce(
+            wire,
+            plan.pieces,
+            plan.offsets,
+            start=start,
+            t0=t0,
+            faults=stream_faults(faults, start, len(plan.pieces)),
+            pacer=self.pacer(),
+            stats=self.stats,
         )
+        if ending is Ending.DROPPED:
+            await _forever()  # the connection is closing; the disconnect listener ends this
+        tail = b""
+        if ending is Ending.FINISHED:
+            tail = encoder.finish(plan.finish_reason)
+            if req.include_usage:
+                tail += encoder.usage(plan.usage())
+            tail += encoder.done()
+        await wire.end(tail)
+        return ending
 
 
-def create_app(api_key: str | None = None, models: Mapping[str, SimModel] | None = None) -> App:
+def create_app(
+    api_key: str | None = None,
+    models: Mapping[str, SimModel] | None = None,
+    *,
+    max_concurrent_streams: int | None = None,
+    requests_per_minute: int | None = None,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+) -> App:
     """Make the simulator's ASGI app.
 
     Args:
         api_key: if set, every ``/v1`` route requires ``Authorization: Bearer <api_key>``;
             ``/health`` stays open.
         models: the models to offer, by id (default :data:`~.models.MODELS`).
+        max_concurrent_streams: completions one caller (API key, or client address without
+            one) may have in progress; more get 429. ``None``: unlimited.
+        requests_per_minute: completions one caller may start in any 60 s; more get 429 with
+            ``Retry-After``. ``None``: unlimited.
+        max_body_bytes: the largest request body accepted (1 MiB by default); larger get 413.
 
     Returns:
         The app; its ``stats`` attribute holds live counters.
+
+    Raises:
+        ValueError: a limit that is not an integer >= 1.
     """
-    return App(api_key=api_key, models=models)
+    return App(
+        api_key=api_key,
+        models=models,
+        max_concurrent_streams=max_concurrent_streams,
+        requests_per_minute=requests_per_minute,
+        max_body_bytes=max_body_bytes,
+    )

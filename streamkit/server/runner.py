@@ -21,13 +21,16 @@ import uvicorn
 from uvicorn.config import LOGGING_CONFIG
 
 from ..errors import UsageError
-from .app import App, create_app
+from .app import DEFAULT_MAX_BODY_BYTES, App, create_app
 
 __all__ = ["RunningServer", "default_server", "run_server", "serve_in_thread"]
 
 _START_TIMEOUT = 10.0
 _STOP_TIMEOUT = 5.0
 _BACKLOG = 2048  # uvicorn's default
+# WebSocket keepalive: uvicorn pings every 20 s and closes a connection whose pong is 20 s late.
+_WS_PING_INTERVAL = 20.0
+_WS_PING_TIMEOUT = 20.0
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -65,7 +68,31 @@ def _config(app: App, *, configure_logging: bool) -> uvicorn.Config:
         # bounds a handler that is stuck elsewhere.
         timeout_graceful_shutdown=1,
         backlog=_BACKLOG,
+        ws_ping_interval=_WS_PING_INTERVAL,
+        ws_ping_timeout=_WS_PING_TIMEOUT,
+        # A message over the body limit gets a 413 error from the app; one far over it is
+        # refused by the protocol layer (close 1009) before it is buffered whole.
+        ws_max_size=app.max_body_bytes + 64 * 1024,
+        # Token messages are ~100 bytes: compressing each costs CPU per token and saves little.
+        ws_per_message_deflate=False,
     )
+
+
+def _make_app(
+    api_key: str | None,
+    max_concurrent_streams: int | None,
+    requests_per_minute: int | None,
+    max_body_bytes: int,
+) -> App:
+    try:
+        return create_app(
+            api_key=api_key,
+            max_concurrent_streams=max_concurrent_streams,
+            requests_per_minute=requests_per_minute,
+            max_body_bytes=max_body_bytes,
+        )
+    except ValueError as exc:
+        raise UsageError(f"cannot start the simulator: {exc}") from exc
 
 
 class _Server(uvicorn.Server):
@@ -163,7 +190,13 @@ class RunningServer:
 
 
 def serve_in_thread(
-    host: str = "127.0.0.1", port: int = 0, api_key: str | None = None
+    host: str = "127.0.0.1",
+    port: int = 0,
+    api_key: str | None = None,
+    *,
+    max_concurrent_streams: int | None = None,
+    requests_per_minute: int | None = None,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
 ) -> RunningServer:
     """Start the simulator in a daemon thread and return once it accepts connections.
 
@@ -171,15 +204,20 @@ def serve_in_thread(
         host: the address to bind (loopback by default).
         port: the port; 0 picks a free one (read it from ``.port``).
         api_key: if set, ``/v1`` routes require ``Authorization: Bearer <api_key>``.
+        max_concurrent_streams: completions one caller (API key, or client address without
+            one) may have in progress; more get 429. ``None``: unlimited.
+        requests_per_minute: completions one caller may start in any 60 s; more get 429 with
+            ``Retry-After``. ``None``: unlimited.
+        max_body_bytes: the largest request body accepted (1 MiB by default); larger get 413.
 
     Returns:
         The running server; call ``.stop()`` (or use ``with``) when done.
 
     Raises:
-        UsageError: the address cannot be bound.
+        UsageError: the address cannot be bound, or a limit is not an integer >= 1.
         RuntimeError: the server did not start within 10 seconds.
     """
-    app = create_app(api_key=api_key)
+    app = _make_app(api_key, max_concurrent_streams, requests_per_minute, max_body_bytes)
     sock = _bind(host, port)
     server = _Server(_config(app, configure_logging=False), app)
     failure: list[BaseException] = []
@@ -241,16 +279,28 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def run_server(host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None) -> None:
+def run_server(
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    api_key: str | None = None,
+    *,
+    max_concurrent_streams: int | None = None,
+    requests_per_minute: int | None = None,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+) -> None:
     """Serve in the foreground until interrupted (``streamkit serve``).
 
     Args:
         host: the address to bind; anything but loopback needs ``api_key``.
         port: the port (0 picks a free one, printed at start).
         api_key: if set, ``/v1`` routes require ``Authorization: Bearer <api_key>``.
+        max_concurrent_streams: completions one caller may have in progress (429 beyond).
+        requests_per_minute: completions one caller may start in any 60 s (429 beyond).
+        max_body_bytes: the largest request body accepted (413 beyond).
 
     Raises:
-        UsageError: a non-loopback host without an API key, or an address that cannot be bound.
+        UsageError: a non-loopback host without an API key, a limit that is not an integer
+            >= 1, or an address that cannot be bound.
         KeyboardInterrupt: on Ctrl-C, after a clean shutdown (uvicorn re-raises the signal).
     """
     if not _is_loopback(host) and not api_key:
@@ -258,14 +308,22 @@ def run_server(host: str = "127.0.0.1", port: int = 8000, api_key: str | None = 
             f"refusing to serve on {host} without an API key: anyone who can reach this machine "
             "could use the server. Pass --api-key KEY, or bind to 127.0.0.1."
         )
-    app = create_app(api_key=api_key)
+    app = _make_app(api_key, max_concurrent_streams, requests_per_minute, max_body_bytes)
     sock = _bind(host, port)
     bound = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
     auth = " (API key required)" if api_key else ""
+    limits = "".join(
+        f"; {name} {value}"
+        for name, value in (
+            ("max concurrent streams", max_concurrent_streams),
+            ("requests/minute", requests_per_minute),
+        )
+        if value is not None
+    )
     print(
-        f"streamkit simulator: http://{shown}:{bound}/v1{auth}; models: {', '.join(app.models)}; "
-        "Ctrl-C to stop",
+        f"streamkit simulator: http://{shown}:{bound}/v1{auth}; models: {', '.join(app.models)}"
+        f"{limits}; WebSocket: ws://{shown}:{bound}/v1/ws; Ctrl-C to stop",
         file=sys.stderr,
         flush=True,
     )

@@ -7,12 +7,16 @@ few thousand chunks/s. So we open the request with ``with_streaming_response`` a
 bytes ourselves with :class:`~streamkit._sse.SSEDecoder` and ``jiter``: no SDK model objects on the
 hot path.
 
+Resume: given an :class:`~streamkit.resume.Attempt` that continues a stream, the request carries
+``Last-Event-ID`` (through the SDK's ``extra_headers``), and each content frame's SSE ``id`` (the
+bundled server numbers tokens from 0) becomes the token's index, so the resilience layer can check
+that nothing repeats or goes missing. Servers without ids (OpenAI itself) are counted locally.
+
 Every third-party exception is translated here, once, into :mod:`streamkit.errors`.
 """
 
 from __future__ import annotations
 
-import email.utils
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any
@@ -24,18 +28,21 @@ from jiter import from_json
 from .._sse import SSEDecoder
 from ..errors import (
     APIStatusError,
-    AuthError,
-    BadRequestError,
     ConnectError,
-    NotFoundError,
     ProtocolError,
-    RateLimitError,
     ReadTimeout,
-    ServerError,
     StreamInterrupted,
     StreamkitError,
 )
 from ..events import Event, StreamEnd, StreamStart, TokenDelta, Usage
+from ..resume import Attempt
+from ._common import (
+    describe,
+    read_error,
+    retry_after_from_headers,
+    status_error,
+    stream_error,
+)
 
 __all__ = ["stream_chat_completion", "translate_error"]
 
@@ -48,6 +55,7 @@ async def stream_chat_completion(
     model: str,
     messages: Iterable[Mapping[str, Any]],
     params: Mapping[str, Any] | None = None,
+    attempt: Attempt | None = None,
 ) -> AsyncIterator[Event]:
     """Stream one chat completion as streamkit events.
 
@@ -60,6 +68,8 @@ async def stream_chat_completion(
         model: the model id.
         messages: OpenAI chat messages.
         params: further request fields (``max_tokens``, ``seed``, ``extra_body``, …).
+        attempt: the attempt this is, when a resilience layer drives it: a resume sends
+            ``Last-Event-ID``, and the server's ids and ``retry:`` field are reported back on it.
 
     Raises:
         StreamkitError: a typed error; ``partial_text`` holds the text received before it.
@@ -68,7 +78,13 @@ async def stream_chat_completion(
     url = str(client.base_url).rstrip("/")
     kwargs: dict[str, Any] = dict(params or {})
     kwargs.setdefault("stream_options", {"include_usage": True})
+    use_ids = attempt is not None and attempt.use_ids
+    if use_ids and attempt is not None and attempt.last_event_id is not None:
+        headers = dict(kwargs.get("extra_headers") or {})
+        headers["Last-Event-ID"] = attempt.last_event_id
+        kwargs["extra_headers"] = headers
     parts: list[str] = []
+    decoder = SSEDecoder()
     sent_at = _clock()
     try:
         manager = client.chat.completions.with_streaming_response.create(
@@ -87,11 +103,11 @@ async def stream_chat_completion(
                 response.headers.get("x-request-id"),
                 int(retries) if retries.isdigit() else 0,
             )
-            decoder = SSEDecoder()
             finish_reason: str | None = None
             usage: Usage | None = None
             done = False
-            index = 0
+            index = attempt.first_index if attempt is not None else 0
+            last_id: str | None = None
             loads = from_json  # jiter, as the SDK itself uses: ~1 µs a chunk against ~3.6 for json
             async for raw in response.http_response.aiter_bytes():
                 now = _clock()  # one read, one arrival time: chunks in it arrived together
@@ -115,7 +131,7 @@ async def stream_chat_completion(
                             partial_text="".join(parts),
                         )
                     if "error" in chunk:
-                        raise _stream_error(chunk["error"], url, "".join(parts))
+                        raise stream_error(chunk["error"], url, "".join(parts))
                     choices = chunk.get("choices")
                     if choices:
                         choice = choices[0]
@@ -123,6 +139,14 @@ async def stream_chat_completion(
                         content = delta.get("content") if delta else None
                         if content:  # role-only and empty chunks are not tokens
                             parts.append(content)
+                            if use_ids:
+                                # WHATWG: an event carries the last id in force; a new one
+                                # numbers this token. Opaque (non-numeric) ids only resume.
+                                sid = sse.id
+                                if sid is not None and sid != last_id:
+                                    last_id = attempt.event_id = sid  # type: ignore[union-attr]
+                                    if sid.isdigit():
+                                        index = int(sid)
                             yield TokenDelta(content, index, now)
                             index += 1
                         if choice.get("finish_reason"):
@@ -144,6 +168,9 @@ async def stream_chat_completion(
         raise
     except (openai.OpenAIError, httpx2.HTTPError) as exc:
         raise translate_error(exc, url, "".join(parts)) from exc
+    finally:
+        if attempt is not None and decoder.retry is not None:
+            attempt.reconnect_delay = decoder.retry / 1000  # SSE retry: is in milliseconds
 
 
 def translate_error(exc: BaseException, url: str, partial_text: str = "") -> StreamkitError:
@@ -159,107 +186,26 @@ def translate_error(exc: BaseException, url: str, partial_text: str = "") -> Str
     if isinstance(exc, openai.APIConnectionError):
         cause = exc.__cause__ or exc.__context__
         if partial_text and isinstance(cause, httpx2.HTTPError):
-            return _read_error(cause, url, partial_text)
-        reason = _describe(cause) if cause is not None else str(exc)
+            return read_error(cause, url, partial_text)
+        reason = describe(cause) if cause is not None else str(exc)
         return ConnectError(
             f"cannot connect to {url}: {reason} (is the server running? check base_url)",
             url=url,
             partial_text=partial_text,
         )
     if isinstance(exc, httpx2.HTTPError):
-        return _read_error(exc, url, partial_text)
+        return read_error(exc, url, partial_text)
     return StreamkitError(f"{type(exc).__name__} from {url}: {exc}", url=url)
 
 
-def _read_error(exc: BaseException, url: str, partial_text: str) -> StreamkitError:
-    if isinstance(exc, httpx2.TimeoutException):
-        return ReadTimeout(
-            f"no data from {url} within the read timeout", url=url, partial_text=partial_text
-        )
-    if isinstance(exc, httpx2.ConnectError | httpx2.UnsupportedProtocol | httpx2.InvalidURL):
-        return ConnectError(
-            f"cannot connect to {url}: {_describe(exc)} (check base_url)",
-            url=url,
-            partial_text=partial_text,
-        )
-    return StreamInterrupted(
-        f"the connection to {url} dropped mid-stream: {_describe(exc)}",
-        url=url,
-        partial_text=partial_text,
-    )
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-_STATUS_CLASSES: dict[int, type[APIStatusError]] = {
-    400: BadRequestError,
-    401: AuthError,
-    403: AuthError,
-    404: NotFoundError,
-    422: BadRequestError,
-    429: RateLimitError,
-}
-
-
 def _status_error(exc: openai.APIStatusError, url: str, partial_text: str) -> APIStatusError:
-    status = exc.status_code
     body = exc.body if isinstance(exc.body, Mapping) else {}
-    message = str(body.get("message") or exc.message)
     code = body.get("code")
-    cls = _STATUS_CLASSES.get(status, ServerError if status >= 500 else APIStatusError)
-    hint = ""
-    if cls is AuthError:
-        hint = " (set OPENAI_API_KEY or pass api_key=)"
-    elif cls is NotFoundError:
-        hint = (
-            " (list the models with GET /v1/models)"
-            if code == "model_not_found" or "model" in message.lower()
-            else " (check that base_url ends in /v1)"
-        )
-    return cls(
-        f"{status} from {url}: {message}{hint}",
-        status_code=status,
+    return status_error(
+        exc.status_code,
+        str(body.get("message") or exc.message),
         url=url,
-        retry_after=_retry_after(exc.response.headers),
         code=str(code) if code is not None else None,
+        retry_after=retry_after_from_headers(exc.response.headers),
         partial_text=partial_text,
     )
-
-
-def _stream_error(error: object, url: str, partial_text: str) -> StreamkitError:
-    # OpenAI (and vLLM) may send an error object as a data frame after the stream has started.
-    info = error if isinstance(error, Mapping) else {"message": str(error)}
-    message = str(info.get("message") or "error")
-    code = str(info.get("code", ""))
-    return ServerError(
-        f"error event in the stream from {url}: {message}",
-        status_code=int(code) if code.isdigit() else 500,
-        url=url,
-        code=str(info.get("type") or info.get("code") or "") or None,
-        partial_text=partial_text,
-    )
-
-
-def _retry_after(headers: Mapping[str, str]) -> float | None:
-    """Seconds to wait, from ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date)."""
-    value = headers.get("retry-after-ms")
-    if value:
-        try:
-            return float(value) / 1000
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None  # neither seconds nor an HTTP date: ignore it rather than guess
-    return max(0.0, when.timestamp() - time.time())

@@ -1,0 +1,364 @@
+"""A generic SSE client over httpx2: any ``text/event-stream`` endpoint, resumable by event id.
+
+Why httpx2: it is the HTTP stack the openai SDK already brings (no new dependency), and it carries
+the connection-pool fix that plain httpx 0.28 lacks for many concurrent slow streams. Why not
+httpx-sse: :mod:`streamkit._sse` is already a WHATWG decoder (any line ending, split anywhere,
+``id``/``retry`` fields) with a fast path for OpenAI-style frames, so a second parser would only
+add CPU per event. Reading ``aiter_raw`` straight into that decoder is the whole client.
+
+Three layers, each usable alone:
+
+- :func:`iter_sse`: one request, its events, typed errors. It sends ``Last-Event-ID`` when given
+  and reports the last id and the server's ``retry:`` delay on an :class:`SSEState`.
+- :class:`EventSource`: reconnects like the browser's ``EventSource`` (WHATWG HTML §9.2): after a
+  drop it waits the server's ``retry:`` (or the :class:`~streamkit.retry.RetryPolicy`'s backoff,
+  whichever is longer) and reconnects with ``Last-Event-ID`` set to the last id seen, so a
+  server that keeps ids continues where the stream broke. Unlike a browser, a response that
+  *ends* cleanly ends the iteration: most HTTP streams (a chat reply) are finite.
+- :func:`stream_chat_sse`: OpenAI Chat Completions over :func:`iter_sse`, without the SDK:
+  the same events as :mod:`~streamkit.transports.openai_sse`, numbered by the server's ids
+  when it sends them (the bundled server does), for the resilience layer to resume.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx2
+from jiter import from_json
+
+from .._sse import ServerSentEvent, SSEDecoder
+from ..errors import (
+    ProtocolError,
+    StreamInterrupted,
+    StreamkitError,
+)
+from ..events import Event, StreamEnd, StreamStart, TokenDelta, Usage
+from ..resume import Attempt
+from ..retry import RetryPolicy
+from ._common import read_error, retry_after_from_headers, status_error, stream_error
+
+__all__ = ["EventSource", "SSEState", "iter_sse", "stream_chat_sse"]
+
+_clock = time.perf_counter
+
+
+@dataclass(slots=True)
+class SSEState:
+    """What one connection learned, kept for the next: the WHATWG "last event ID" and
+    "reconnection time".
+
+    Attributes:
+        last_event_id: the id of the last event dispatched (sent as ``Last-Event-ID``).
+        retry: the server's ``retry:`` reconnection delay, in seconds, once it sends one.
+        opened_at: when the last response's headers arrived (``perf_counter``).
+        request_id: the last response's ``x-request-id`` header, if any.
+    """
+
+    last_event_id: str | None = None
+    retry: float | None = None
+    opened_at: float | None = None
+    request_id: str | None = None
+
+
+async def iter_sse(
+    client: httpx2.AsyncClient,
+    method: str,
+    url: str,
+    *,
+    headers: Mapping[str, str] | None = None,
+    json_body: object = None,
+    state: SSEState | None = None,
+    partial: list[str] | None = None,
+) -> AsyncIterator[ServerSentEvent]:
+    """One request to an event-stream endpoint: its events, as they arrive.
+
+    Args:
+        client: the httpx2 client (its timeouts and pool apply).
+        method: ``GET`` for a plain event source, ``POST`` for a chat completion.
+        url: the endpoint.
+        headers: extra request headers (``Authorization``…).
+        json_body: a JSON request body, if any.
+        state: sends its ``last_event_id`` as ``Last-Event-ID`` and is updated as events arrive.
+        partial: the text received so far, for the ``partial_text`` of errors (the caller
+            appends to it).
+
+    Raises:
+        APIStatusError: the server answered an error status (typed by status, with
+            ``retry_after``).
+        ProtocolError: the answer is not an event stream.
+        TransportError: the connection failed, timed out or dropped mid-stream.
+    """
+    state = state if state is not None else SSEState()
+    send_headers = {"Accept": "text/event-stream", "Cache-Control": "no-cache", **(headers or {})}
+    if state.last_event_id is not None:
+        send_headers["Last-Event-ID"] = state.last_event_id
+    decoder = SSEDecoder()
+    decoder.last_event_id = state.last_event_id  # WHATWG: the id stays in force across reconnects
+    try:
+        async with client.stream(method, url, headers=send_headers, json=json_body) as response:
+            state.opened_at = _clock()
+            state.request_id = response.headers.get("x-request-id")
+            if response.status_code >= 400:
+                raise await _error_response(response, url, partial)
+            kind = response.headers.get("content-type", "")
+            if not kind.startswith("text/event-stream"):
+                raise ProtocolError(
+                    f"{url} answered {response.status_code} with {kind or 'no content type'}, "
+                    "not text/event-stream (is this a streaming endpoint?)",
+                    url=url,
+                )
+            async for raw in response.aiter_raw():
+                for sse in decoder.feed(raw):
+                    state.last_event_id = sse.id
+                    yield sse
+                if decoder.retry is not None:
+                    state.retry = decoder.retry / 1000
+            if decoder.close().strip():
+                raise StreamInterrupted(
+                    f"the stream from {url} ended mid-frame",
+                    url=url,
+                    partial_text="".join(partial or ()),
+                )
+    except StreamkitError:
+        raise
+    except httpx2.HTTPError as exc:
+        raise read_error(exc, url, "".join(partial or ())) from exc
+
+
+async def _error_response(
+    response: httpx2.Response, url: str, partial: list[str] | None
+) -> StreamkitError:
+    body = await response.aread()
+    message, code = _error_fields(body, response.reason_phrase or "error")
+    return status_error(
+        response.status_code,
+        message,
+        url=url,
+        code=code,
+        retry_after=retry_after_from_headers(response.headers),
+        partial_text="".join(partial or ()),
+    )
+
+
+def _error_fields(body: bytes, default: str) -> tuple[str, str | None]:
+    """``(message, code)`` from an OpenAI-style error body, or the raw text of any other."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        text = body.decode("utf-8", "replace").strip()
+        return (text[:200] or default), None
+    error = data.get("error", data) if isinstance(data, dict) else {}
+    if not isinstance(error, dict):
+        return str(error)[:200], None
+    code = error.get("code")
+    return str(error.get("message") or default), (str(code) if code is not None else None)
+
+
+class EventSource:
+    """Reads an event-stream endpoint across reconnects, resuming by ``Last-Event-ID``.
+
+    Use as an async iterator of :class:`~streamkit._sse.ServerSentEvent`; ``async with`` (or
+    :meth:`aclose`) closes the client it made::
+
+        async with EventSource("http://127.0.0.1:8000/events") as source:
+            async for event in source:
+                print(event.id, event.data)
+
+    Args:
+        url: the endpoint.
+        client: an httpx2 client to use (not closed here); default: one made and owned here.
+        method: the HTTP method (``GET``).
+        headers: extra request headers.
+        json_body: a JSON body to send with every (re)connection.
+        policy: when to reconnect and how long to wait; the server's ``retry:`` is a floor.
+            None never reconnects.
+        last_event_id: resume an earlier stream after this id.
+        timeout: seconds for connecting and between reads, when the client is made here.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        client: httpx2.AsyncClient | None = None,
+        method: str = "GET",
+        headers: Mapping[str, str] | None = None,
+        json_body: object = None,
+        policy: RetryPolicy | None = None,
+        last_event_id: str | None = None,
+        timeout: float = 60.0,
+    ) -> None:
+        self.url = url
+        self.method = method
+        self.headers = dict(headers or {})
+        self.json_body = json_body
+        self.policy = policy if policy is not None else RetryPolicy()
+        self.state = SSEState(last_event_id=last_event_id)
+        self.reconnects = 0
+        self._own = client is None
+        self._client = client if client is not None else httpx2.AsyncClient(timeout=timeout)
+
+    @property
+    def last_event_id(self) -> str | None:
+        """The id of the last event received (or the one given to resume after)."""
+        return self.state.last_event_id
+
+    @property
+    def retry(self) -> float | None:
+        """The server's reconnection delay in seconds, once it has sent ``retry:``."""
+        return self.state.retry
+
+    async def __aiter__(self) -> AsyncIterator[ServerSentEvent]:
+        started = _clock()
+        attempt = 1
+        while True:
+            try:
+                async for event in iter_sse(
+                    self._client,
+                    self.method,
+                    self.url,
+                    headers=self.headers,
+                    json_body=self.json_body,
+                    state=self.state,
+                ):
+                    yield event
+                return
+            except StreamkitError as error:
+                wait = self.policy.next_delay(
+                    error, attempt, _clock() - started, retry_after=self.state.retry
+                )
+                if wait is None:
+                    raise
+            await asyncio.sleep(wait)
+            attempt += 1
+            self.reconnects += 1
+
+    async def aclose(self) -> None:
+        """Close the httpx2 client if this source made it."""
+        if self._own:
+            await self._client.aclose()
+
+    async def __aenter__(self) -> EventSource:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+async def stream_chat_sse(
+    client: httpx2.AsyncClient,
+    *,
+    base_url: str,
+    api_key: str | None,
+    model: str,
+    messages: Iterable[Mapping[str, Any]],
+    params: Mapping[str, Any] | None = None,
+    attempt: Attempt | None = None,
+) -> AsyncIterator[Event]:
+    """Stream one chat completion over plain SSE (no SDK), as streamkit events.
+
+    Yields what :func:`~streamkit.transports.openai_sse.stream_chat_completion` yields:
+    :class:`StreamStart`, a :class:`TokenDelta` per content chunk, :class:`StreamEnd`.
+
+    Args:
+        client: the httpx2 client.
+        base_url: the API root (``…/v1``).
+        api_key: sent as ``Authorization: Bearer …`` when given.
+        model: the model id.
+        messages: OpenAI chat messages.
+        params: further body fields; ``extra_body`` is merged into the body and
+            ``extra_headers`` into the headers, as the SDK does.
+        attempt: resume after ``attempt.last_event_id``; the server's ids are reported on it.
+
+    Raises:
+        StreamkitError: typed, with the partial text of this attempt.
+    """
+    url = base_url.rstrip("/") + "/chat/completions"
+    fields = dict(params or {})
+    extra_body = fields.pop("extra_body", None) or {}
+    headers = {str(k): str(v) for k, v in (fields.pop("extra_headers", None) or {}).items()}
+    if api_key:
+        headers["Authorization"] = f"Bearer {api_key}"
+    body: dict[str, Any] = {"model": model, "messages": list(messages), "stream": True}
+    body.setdefault("stream_options", {"include_usage": True})
+    body.update(fields)
+    body.update(extra_body)
+    use_ids = attempt is not None and attempt.use_ids
+    state = SSEState(
+        last_event_id=attempt.last_event_id if use_ids and attempt is not None else None
+    )
+    parts: list[str] = []
+    index = attempt.first_index if attempt is not None else 0
+    last_id = state.last_event_id
+    finish_reason: str | None = None
+    usage: Usage | None = None
+    done = False
+    sent_at = _clock()
+    started = False
+    try:
+        async for sse in iter_sse(
+            client, "POST", url, headers=headers, json_body=body, state=state, partial=parts
+        ):
+            now = _clock()
+            if not started:
+                started = True
+                yield StreamStart(sent_at, state.opened_at or now, model, state.request_id)
+            data = sse.data
+            if data == b"[DONE]":
+                done = True
+                continue
+            try:
+                chunk = from_json(data)
+            except ValueError as exc:
+                raise ProtocolError(
+                    f"malformed JSON in the stream from {base_url}: {data[:80]!r}",
+                    url=base_url,
+                    partial_text="".join(parts),
+                ) from exc
+            if not isinstance(chunk, dict):
+                raise ProtocolError(
+                    f"unexpected stream data from {base_url}: {data[:80]!r}",
+                    url=base_url,
+                    partial_text="".join(parts),
+                )
+            if "error" in chunk:
+                raise stream_error(chunk["error"], base_url, "".join(parts))
+            choices = chunk.get("choices")
+            if choices:
+                choice = choices[0]
+                delta = choice.get("delta")
+                content = delta.get("content") if delta else None
+                if content:
+                    parts.append(content)
+                    if use_ids:
+                        sid = sse.id
+                        if sid is not None and sid != last_id:
+                            last_id = attempt.event_id = sid  # type: ignore[union-attr]
+                            if sid.isdigit():
+                                index = int(sid)
+                    yield TokenDelta(content, index, now)
+                    index += 1
+                if choice.get("finish_reason"):
+                    finish_reason = choice["finish_reason"]
+            raw_usage = chunk.get("usage")
+            if raw_usage:
+                usage = Usage.from_dict(raw_usage)
+        if not started:  # an empty 200 body: still a stream that opened
+            yield StreamStart(sent_at, state.opened_at or _clock(), model, state.request_id)
+        if not done and finish_reason is None:
+            raise StreamInterrupted(
+                f"the stream from {base_url} ended before the server finished "
+                f"(no finish_reason, no [DONE]) after {len(parts)} chunks",
+                url=base_url,
+                partial_text="".join(parts),
+            )
+        yield StreamEnd(finish_reason, usage, _clock())
+    finally:
+        if attempt is not None and state.retry is not None:
+            attempt.reconnect_delay = state.retry
