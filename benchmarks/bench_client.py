@@ -19,43 +19,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import socket
 import statistics
-import subprocess
-import sys
 import time
 from collections.abc import Awaitable, Callable
 
 import openai
+from _harness import free_port, start_server  # benchmarks/ is on sys.path when run
 
 import streamkit as sk
 from streamkit.events import TokenDelta
 
 PROMPT = [{"role": "user", "content": "Explain streaming"}]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def start_server(port: int) -> subprocess.Popen[bytes]:
-    code = f"from streamkit.server import run_server; run_server(port={port})"
-    proc = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.DEVNULL)
-    if hasattr(os, "sched_setaffinity") and os.cpu_count() and os.cpu_count() > 1:  # type: ignore[operator]
-        os.sched_setaffinity(proc.pid, {0})
-        os.sched_setaffinity(0, {1})
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return proc
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError("the bundled server did not start")
 
 
 def body(tokens: int, tps: float, ttft: float = 0.0) -> dict[str, object]:

@@ -28,15 +28,14 @@ import asyncio
 import gc
 import json
 import os
-import socket
 import statistics
-import subprocess
-import sys
 import textwrap
 import time
 import tracemalloc
 from collections.abc import Callable, Sequence
 from typing import Any
+
+from _harness import free_port, start_server  # benchmarks/ is on sys.path when run
 
 import streamkit as sk
 from streamkit.events import Event, StreamEnd, StreamStart, TokenDelta, Usage
@@ -140,29 +139,6 @@ def synthetic_memory(streams: int, tokens: int) -> dict[str, float]:
 
 
 # -- real streams --------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def start_server(port: int) -> subprocess.Popen[bytes]:
-    code = f"from streamkit.server import run_server; run_server(port={port})"
-    proc = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.DEVNULL)
-    if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
-        os.sched_setaffinity(proc.pid, {0})
-        os.sched_setaffinity(0, {1})
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return proc
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError("the bundled server did not start")
 
 
 class Recorder:

@@ -41,14 +41,12 @@ import argparse
 import json
 import os
 import queue
-import socket
 import statistics
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
+from _harness import free_port, start_server  # benchmarks/ is on sys.path when run
 from jupyter_client import KernelManager
 from jupyter_client.blocking.client import BlockingKernelClient
 
@@ -154,12 +152,6 @@ def fed(kind, n_tokens, per_flush=200):
 """
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def load() -> str:
     one, five, fifteen = os.getloadavg()
     return f"load average {one:.2f} {five:.2f} {fifteen:.2f} on {os.cpu_count()} cores"
@@ -170,22 +162,6 @@ def proc_cpu(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as stat:
         fields = stat.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-
-
-def start_server(port: int) -> subprocess.Popen[bytes]:
-    code = f"from streamkit.server import run_server; run_server(port={port})"
-    proc = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.DEVNULL)
-    if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
-        os.sched_setaffinity(proc.pid, {0})
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return proc
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError("the bundled server did not start")
 
 
 def msg_bytes(msg: dict[str, Any]) -> int:
@@ -429,7 +405,7 @@ def main(argv: list[str] | None = None) -> None:
     sections = {int(s) for s in args.sections.split(",")}
     print(f"before: {load()}")
     port = free_port()
-    server = start_server(port)
+    server = start_server(port, pin_self=False)
     fe: Frontend | None = None
     results: dict[str, Any] = {"load_before": os.getloadavg()}
     try:

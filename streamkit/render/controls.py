@@ -59,8 +59,12 @@ def _refusal(label: str, value: object, low: Number, high: Number, unit: str) ->
     return f"{label}: {value!r} refused: must be between {low:g} and {high:g}{unit}"
 
 
-class _StrictIntSlider(widgets.IntSlider):  # type: ignore[misc]  # ipywidgets is untyped
-    """An IntSlider that refuses an out-of-range value instead of clamping it."""
+class _Strict:
+    """Mixin for a slider that refuses an out-of-range value instead of clamping it."""
+
+    min: Number
+    max: Number
+    _tolerance = 0.0  # relative slack at the bounds
 
     def __init__(
         self, *, label: str, unit: str, on_refused: Callable[[str], None], **kw: Any
@@ -69,54 +73,37 @@ class _StrictIntSlider(widgets.IntSlider):  # type: ignore[misc]  # ipywidgets i
         self._label, self._unit, self._on_refused = label, unit, on_refused
         super().__init__(**kw)
 
-    @traitlets.validate("value")
-    def _validate_value(self, proposal: Any) -> Any:
-        value = proposal["value"]
-        if not self.min <= value <= self.max:
-            message = _refusal(self._label, value, self.min, self.max, self._unit)
-            self._on_refused(message)
-            raise traitlets.TraitError(message)
-        return value
-
-
-class _StrictFloatSlider(widgets.FloatSlider):  # type: ignore[misc]  # ipywidgets is untyped
-    """A FloatSlider that refuses an out-of-range value instead of clamping it."""
-
-    def __init__(
-        self, *, label: str, unit: str, on_refused: Callable[[str], None], **kw: Any
-    ) -> None:
-        self._label, self._unit, self._on_refused = label, unit, on_refused
-        super().__init__(**kw)
+    def _bounds(self) -> tuple[float, float]:
+        return self.min, self.max
 
     @traitlets.validate("value")
     def _validate_value(self, proposal: Any) -> Any:
         value = proposal["value"]
-        if math.isnan(value) or not self.min <= value <= self.max:
-            message = _refusal(self._label, value, self.min, self.max, self._unit)
-            self._on_refused(message)
-            raise traitlets.TraitError(message)
-        return value
-
-
-class _StrictLogSlider(widgets.FloatLogSlider):  # type: ignore[misc]  # ipywidgets is untyped
-    """A FloatLogSlider (``min``/``max`` are exponents) that refuses instead of clamping."""
-
-    def __init__(
-        self, *, label: str, unit: str, on_refused: Callable[[str], None], **kw: Any
-    ) -> None:
-        self._label, self._unit, self._on_refused = label, unit, on_refused
-        super().__init__(**kw)
-
-    @traitlets.validate("value")
-    def _validate_value(self, proposal: Any) -> Any:
-        value = proposal["value"]
-        low, high = self.base**self.min, self.base**self.max
-        # A hair of tolerance: base**exponent is not exact in floating point.
-        if math.isnan(value) or not low * (1 - 1e-9) <= value <= high * (1 + 1e-9):
+        low, high = self._bounds()
+        slack = self._tolerance
+        if math.isnan(value) or not low * (1 - slack) <= value <= high * (1 + slack):
             message = _refusal(self._label, value, low, high, self._unit)
             self._on_refused(message)
             raise traitlets.TraitError(message)
         return value
+
+
+class _StrictIntSlider(_Strict, widgets.IntSlider):  # type: ignore[misc]  # ipywidgets is untyped
+    """An IntSlider that refuses an out-of-range value instead of clamping it."""
+
+
+class _StrictFloatSlider(_Strict, widgets.FloatSlider):  # type: ignore[misc]
+    """A FloatSlider that refuses an out-of-range value instead of clamping it."""
+
+
+class _StrictLogSlider(_Strict, widgets.FloatLogSlider):  # type: ignore[misc]
+    """A FloatLogSlider (``min``/``max`` are exponents) that refuses instead of clamping."""
+
+    base: float
+    _tolerance = 1e-9  # base**exponent is not exact in floating point
+
+    def _bounds(self) -> tuple[float, float]:
+        return self.base**self.min, self.base**self.max
 
 
 class _NumberControl:

@@ -10,24 +10,33 @@ from __future__ import annotations
 import email.utils
 import time
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import httpx2
+from jiter import from_json
 
+from .._sse import ServerSentEvent
 from ..errors import (
     APIStatusError,
     AuthError,
     BadRequestError,
     ConnectError,
     NotFoundError,
+    ProtocolError,
     RateLimitError,
     ReadTimeout,
     ServerError,
     StreamInterrupted,
     StreamkitError,
 )
+from ..events import StreamEnd, TokenDelta, Usage
+
+if TYPE_CHECKING:
+    from ..resume import Attempt
 
 __all__ = [
     "STATUS_CLASSES",
+    "ChatChunks",
     "describe",
     "parse_retry_after",
     "read_error",
@@ -162,3 +171,95 @@ def stream_error(error: object, url: str, partial_text: str) -> StreamkitError:
         code=str(info.get("type") or info.get("code") or "") or None,
         partial_text=partial_text,
     )
+
+
+class ChatChunks:
+    """Folds the events of a Chat Completions SSE stream into streamkit events, one at a time.
+
+    Shared by every SSE transport (through the openai SDK or plain httpx2), so the rules live in
+    one place: role-only and empty chunks are not tokens, an ``error`` object mid-stream is a
+    typed error, the usage chunk (empty ``choices``) never raises, and with ids in use a token's
+    SSE id numbers it (a resumed stream continues its indices). It sits on the per-token path:
+    ``jiter`` parses (~1 µs a chunk against ~3.6 µs for ``json``), and nothing builds SDK models.
+    """
+
+    __slots__ = ("_attempt", "_last_id", "done", "finish_reason", "index", "parts", "url", "usage")
+
+    def __init__(self, url: str, attempt: Attempt | None = None) -> None:
+        self.url = url
+        self._attempt = attempt if attempt is not None and attempt.use_ids else None
+        self._last_id = self._attempt.last_event_id if self._attempt is not None else None
+        self.index = attempt.first_index if attempt is not None else 0
+        self.parts: list[str] = []
+        self.finish_reason: str | None = None
+        self.usage: Usage | None = None
+        self.done = False
+
+    @property
+    def partial_text(self) -> str:
+        """The content received so far in this attempt."""
+        return "".join(self.parts)
+
+    def feed(self, sse: ServerSentEvent, now: float) -> TokenDelta | None:
+        """Take one SSE event (arrived at ``now``); return the token it carries, if any."""
+        data = sse.data
+        if data == b"[DONE]":
+            self.done = True
+            return None
+        try:
+            chunk = from_json(data)
+        except ValueError as exc:
+            raise ProtocolError(
+                f"malformed JSON in the stream from {self.url}: {data[:80]!r}",
+                url=self.url,
+                partial_text=self.partial_text,
+            ) from exc
+        if not isinstance(chunk, dict):
+            raise ProtocolError(
+                f"unexpected stream data from {self.url}: {data[:80]!r}",
+                url=self.url,
+                partial_text=self.partial_text,
+            )
+        if "error" in chunk:
+            raise stream_error(chunk["error"], self.url, self.partial_text)
+        token = None
+        choices = chunk.get("choices")
+        if choices:
+            choice = choices[0]
+            delta = choice.get("delta")
+            content = delta.get("content") if delta else None
+            if content:  # role-only and empty chunks are not tokens
+                self.parts.append(content)
+                attempt = self._attempt
+                if attempt is not None:
+                    # WHATWG: an event carries the last id in force; a new one numbers this
+                    # token. Opaque (non-numeric) ids only resume.
+                    sid = sse.id
+                    if sid is not None and sid != self._last_id:
+                        self._last_id = attempt.event_id = sid
+                        if sid.isdigit():
+                            self.index = int(sid)
+                token = TokenDelta(content, self.index, now)
+                self.index += 1
+            if choice.get("finish_reason"):
+                self.finish_reason = choice["finish_reason"]
+        raw_usage = chunk.get("usage")
+        if raw_usage:
+            self.usage = Usage.from_dict(raw_usage)
+        return token
+
+    def end(self, now: float, *, cut: bool = False) -> StreamEnd:
+        """The body ended: the stream's end, or :class:`StreamInterrupted` if it was cut short.
+
+        Args:
+            now: when the body ended.
+            cut: bytes of an unfinished frame were left over.
+        """
+        if not self.done and self.finish_reason is None:
+            raise StreamInterrupted(
+                f"the stream from {self.url} ended{' mid-frame' if cut else ''} before the "
+                f"server finished (no finish_reason, no [DONE]) after {len(self.parts)} chunks",
+                url=self.url,
+                partial_text=self.partial_text,
+            )
+        return StreamEnd(self.finish_reason, self.usage, now)

@@ -30,7 +30,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx2
-from jiter import from_json
 
 from .._sse import ServerSentEvent, SSEDecoder
 from ..errors import (
@@ -38,10 +37,10 @@ from ..errors import (
     StreamInterrupted,
     StreamkitError,
 )
-from ..events import Event, StreamEnd, StreamStart, TokenDelta, Usage
+from ..events import Event, StreamStart
 from ..resume import Attempt
 from ..retry import RetryPolicy
-from ._common import read_error, retry_after_from_headers, status_error, stream_error
+from ._common import ChatChunks, read_error, retry_after_from_headers, status_error
 
 __all__ = ["EventSource", "SSEState", "iter_sse", "stream_chat_sse"]
 
@@ -293,72 +292,23 @@ async def stream_chat_sse(
     state = SSEState(
         last_event_id=attempt.last_event_id if use_ids and attempt is not None else None
     )
-    parts: list[str] = []
-    index = attempt.first_index if attempt is not None else 0
-    last_id = state.last_event_id
-    finish_reason: str | None = None
-    usage: Usage | None = None
-    done = False
+    chunks = ChatChunks(base_url, attempt)
     sent_at = _clock()
     started = False
     try:
         async for sse in iter_sse(
-            client, "POST", url, headers=headers, json_body=body, state=state, partial=parts
+            client, "POST", url, headers=headers, json_body=body, state=state, partial=chunks.parts
         ):
             now = _clock()
             if not started:
                 started = True
                 yield StreamStart(sent_at, state.opened_at or now, model, state.request_id)
-            data = sse.data
-            if data == b"[DONE]":
-                done = True
-                continue
-            try:
-                chunk = from_json(data)
-            except ValueError as exc:
-                raise ProtocolError(
-                    f"malformed JSON in the stream from {base_url}: {data[:80]!r}",
-                    url=base_url,
-                    partial_text="".join(parts),
-                ) from exc
-            if not isinstance(chunk, dict):
-                raise ProtocolError(
-                    f"unexpected stream data from {base_url}: {data[:80]!r}",
-                    url=base_url,
-                    partial_text="".join(parts),
-                )
-            if "error" in chunk:
-                raise stream_error(chunk["error"], base_url, "".join(parts))
-            choices = chunk.get("choices")
-            if choices:
-                choice = choices[0]
-                delta = choice.get("delta")
-                content = delta.get("content") if delta else None
-                if content:
-                    parts.append(content)
-                    if use_ids:
-                        sid = sse.id
-                        if sid is not None and sid != last_id:
-                            last_id = attempt.event_id = sid  # type: ignore[union-attr]
-                            if sid.isdigit():
-                                index = int(sid)
-                    yield TokenDelta(content, index, now)
-                    index += 1
-                if choice.get("finish_reason"):
-                    finish_reason = choice["finish_reason"]
-            raw_usage = chunk.get("usage")
-            if raw_usage:
-                usage = Usage.from_dict(raw_usage)
+            token = chunks.feed(sse, now)
+            if token is not None:
+                yield token
         if not started:  # an empty 200 body: still a stream that opened
             yield StreamStart(sent_at, state.opened_at or _clock(), model, state.request_id)
-        if not done and finish_reason is None:
-            raise StreamInterrupted(
-                f"the stream from {base_url} ended before the server finished "
-                f"(no finish_reason, no [DONE]) after {len(parts)} chunks",
-                url=base_url,
-                partial_text="".join(parts),
-            )
-        yield StreamEnd(finish_reason, usage, _clock())
+        yield chunks.end(_clock())
     finally:
         if attempt is not None and state.retry is not None:
             attempt.reconnect_delay = state.retry
