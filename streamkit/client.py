@@ -3,8 +3,9 @@
 ``await client.chat(prompt)`` streams into a view (a live widget in JupyterLab, text elsewhere) and
 returns a :class:`~streamkit.result.StreamResult`. ``client.events(prompt)`` is the raw async
 iterator of events for code that wants to do its own thing. ``client.start_chat(prompt)`` runs the
-stream as a background task, which is what keeps a notebook interactive (a cell that awaits holds
-back the widget messages from the browser, so a Stop button or a slider could not act).
+stream as a background task, which keeps a notebook interactive on every kernel: the cell returns
+at once. (ipykernel 7 also handles widget messages while a cell awaits; older kernels, and any cell
+that blocks its thread, hold them back until the cell ends, so a Stop button or slider waits.)
 ``client.chat_sync(prompt)`` is the blocking twin for code that cannot ``await``.
 
 With no ``base_url``, a client streams from the bundled simulator, started once per process in a

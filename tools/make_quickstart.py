@@ -94,10 +94,11 @@ fig.show()"""
     new_markdown_cell(
         """## 2. A stream in the background, with a Stop button
 
-A cell that `await`s keeps the kernel busy, and a busy kernel cannot hear the widgets: a button press
-waits until the cell ends. `sk.start_chat` runs the stream as a background task instead, so the cell
-returns at once and **Stop** works. Stopping closes the HTTP connection (the server stops generating)
-and keeps the text received so far."""
+`sk.start_chat` runs the stream as a background task: the cell returns at once, you can go on
+working while it streams, and **Stop** works on every Jupyter kernel. (Recent ipykernel versions
+also handle widget events while a cell `await`s; older ones, and any cell that blocks its thread,
+hold them back until the cell ends.) Stopping closes the HTTP connection, so the server stops
+generating, and keeps the text received so far."""
     ),
     new_code_cell(
         """task = sk.start_chat(
