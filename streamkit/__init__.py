@@ -12,10 +12,23 @@ See :class:`Client` for a real provider (``base_url=``, ``api_key=``, ``model=``
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 __version__ = "0.1.0"
 
 from .batching import AdaptivePolicy, TokenBuffer
 from .client import ChatTask, Client, Observer, chat, chat_sync, default_client, start_chat
+from .cost import (
+    Cost,
+    Ledger,
+    Price,
+    PriceTable,
+    TokenCount,
+    Unpriced,
+    cost_of,
+    count_tokens,
+    estimate_cost,
+)
 from .errors import (
     APIStatusError,
     AuthError,
@@ -24,6 +37,7 @@ from .errors import (
     FirstTokenTimeout,
     IdleTimeout,
     NotFoundError,
+    PriceTableError,
     ProtocolError,
     RateLimitError,
     ReadTimeout,
@@ -33,20 +47,45 @@ from .errors import (
     StreamkitError,
     TotalTimeout,
     TransportError,
+    UnpricedModelError,
     UsageError,
 )
 from .events import Event, StreamEnd, StreamError, StreamRetry, StreamStart, TokenDelta, Usage
+from .experiments import ResponseCache, Router
 from .manager import ManagedStream, StreamManager
 from .metrics import SLO, MetricsCollector, RequestMetrics, RunSummary
-from .render import ConsoleView, View, WidgetView, auto_view
-from .render.controls import ControlsPanel
-from .render.dashboard import Dashboard
-from .render.delta import DeltaView
+from .render import ConsoleView, View, auto_view
 from .result import StreamResult
 from .retry import RetryPolicy
 from .server import RunningServer, default_server, serve_in_thread
 from .state import ChatMessage, ChatState
 from .transports.sse import EventSource
+
+if TYPE_CHECKING:
+    from .render.controls import ControlsPanel
+    from .render.dashboard import Dashboard
+    from .render.delta import DeltaView
+    from .render.widget import WidgetView
+
+# The widget views import ipywidgets (and the dashboard plotly): loaded on first use, so scripts
+# and the command line never pay for them.
+_LAZY = {
+    "ControlsPanel": ".render.controls",
+    "Dashboard": ".render.dashboard",
+    "DeltaView": ".render.delta",
+    "WidgetView": ".render.widget",
+}
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'streamkit' has no attribute {name!r}")
+
 
 # Plain sorted() order, as tests/test_public_api.py checks (ruff's isort-style order would put
 # the all-caps SLO first).
@@ -62,21 +101,28 @@ __all__ = [  # noqa: RUF022
     "ConnectError",
     "ConsoleView",
     "ControlsPanel",
+    "Cost",
     "Dashboard",
     "DeltaView",
     "Event",
     "EventSource",
     "FirstTokenTimeout",
     "IdleTimeout",
+    "Ledger",
     "ManagedStream",
     "MetricsCollector",
     "NotFoundError",
     "Observer",
+    "Price",
+    "PriceTable",
+    "PriceTableError",
     "ProtocolError",
     "RateLimitError",
     "ReadTimeout",
     "RequestMetrics",
+    "ResponseCache",
     "RetryPolicy",
+    "Router",
     "RunSummary",
     "RunningServer",
     "SLO",
@@ -91,9 +137,12 @@ __all__ = [  # noqa: RUF022
     "StreamStart",
     "StreamkitError",
     "TokenBuffer",
+    "TokenCount",
     "TokenDelta",
     "TotalTimeout",
     "TransportError",
+    "Unpriced",
+    "UnpricedModelError",
     "Usage",
     "UsageError",
     "View",
@@ -102,8 +151,11 @@ __all__ = [  # noqa: RUF022
     "auto_view",
     "chat",
     "chat_sync",
+    "cost_of",
+    "count_tokens",
     "default_client",
     "default_server",
+    "estimate_cost",
     "serve_in_thread",
     "start_chat",
 ]

@@ -59,6 +59,8 @@ class SSEDecoder:
         for block in blocks:
             if block.startswith(b"data: ") and b"\n" not in block:
                 out.append(ServerSentEvent(block[6:], "message", self.last_event_id, self.retry))
+            elif block.startswith(b"id: ") and self._id_then_data(block, out):
+                pass  # "id: N" LF "data: {json}": each token of a resumable stream
             elif block:
                 out.extend(self._feed_lines(block + b"\n\n"))
         if rest.startswith(b"\n"):
@@ -69,6 +71,17 @@ class SSEDecoder:
         if rest:
             out.extend(self._feed_lines(rest))
         return out
+
+    def _id_then_data(self, block: bytes, out: list[ServerSentEvent]) -> bool:
+        # Fast path for a two-line frame; False leaves anything else to the line parser.
+        newline = block.find(b"\n")
+        data = block[newline + 1 :]
+        ident = block[4:newline]
+        if not data.startswith(b"data: ") or b"\n" in data or b"\0" in ident:
+            return False
+        self.last_event_id = ident.decode("utf-8", "replace")
+        out.append(ServerSentEvent(data[6:], "message", self.last_event_id, self.retry))
+        return True
 
     def _feed_lines(self, buf: bytes) -> list[ServerSentEvent]:
         out: list[ServerSentEvent] = []

@@ -10,6 +10,8 @@
     │   └─ RateLimitError (429) · ServerError (5xx)
     ├─ StreamCancelled    the user stopped the stream (Stop button, task cancel, Ctrl-C)
     └─ UsageError         a bad argument or setting (also a ``ValueError``)
+        ├─ UnpricedModelError   no price is known for a model (:mod:`streamkit.cost`)
+        └─ PriceTableError      a price entry or price file is invalid
 
 Third-party exceptions (openai, httpx) are translated once, at the transport edge, with
 ``raise X(...) from exc``. Every error raised after a stream started carries the text received so
@@ -26,6 +28,7 @@ __all__ = [
     "FirstTokenTimeout",
     "IdleTimeout",
     "NotFoundError",
+    "PriceTableError",
     "ProtocolError",
     "RateLimitError",
     "ReadTimeout",
@@ -35,6 +38,7 @@ __all__ = [
     "StreamkitError",
     "TotalTimeout",
     "TransportError",
+    "UnpricedModelError",
     "UsageError",
 ]
 
@@ -157,3 +161,27 @@ class StreamCancelled(StreamkitError):
 
 class UsageError(StreamkitError, ValueError):
     """A bad argument or setting, caught before anything is sent."""
+
+
+class UnpricedModelError(UsageError):
+    """No price is known for a model: pricing it as free would hide a real cost.
+
+    Attributes:
+        model: the model asked about.
+        known: the models the table prices explicitly (the price library's are not listed).
+    """
+
+    def __init__(self, model: str, known: list[str]) -> None:
+        shown = ", ".join(known[:20]) + (" …" if len(known) > 20 else "")
+        super().__init__(
+            f"no price for model {model!r} (priced here: {shown or 'none'}); add one with "
+            "PriceTable.with_prices({...}) or a price file, or pass strict=False for an "
+            "explicit Unpriced marker"
+        )
+        self.model = model
+        self.known = known
+
+
+class PriceTableError(UsageError):
+    """A price entry or a price file is invalid (negative, not a number, unknown currency,
+    unparseable); the message names the entry and the file."""

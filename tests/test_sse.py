@@ -8,6 +8,8 @@ from streamkit._sse import SSEDecoder
 
 STREAMS = {
     "openai": b'data: {"a":1}\n\ndata: {"b":2}\n\ndata: [DONE]\n\n',
+    "ids": b'data: {"role":1}\n\nid: 0\ndata: {"a":1}\n\nid: 1\ndata: {"b":2}\n\ndata: [DONE]\n\n',
+    "id-only": b"id: 5\n\nid: 6\ndata: x\ndata: y\n\nid:\ndata: z\n\n",
     "crlf": b"id: 1\r\nevent: token\r\ndata: x\r\n\r\nid: 2\r\ndata: y\r\n\r\n",
     "cr": b"data: a\r\rdata: b\r\r",
     "mixed": b": ping\n\ndata: one\r\ndata: two\n\n:comment\r\nid: 9\rdata: z\r\n\r\n",
@@ -45,6 +47,20 @@ def test_fields() -> None:
     assert decode([STREAMS["mixed"]])[0] == [("message", b"one\ntwo", None), ("message", b"z", "9")]
     assert decode([STREAMS["no-space"]])[0] == [("message", b"tight", None), ("e", b"", None)]
     assert decode([STREAMS["cr"]])[0] == [("message", b"a", None), ("message", b"b", None)]
+
+
+def test_ids_number_the_events_that_follow() -> None:
+    events = SSEDecoder().feed(STREAMS["ids"])
+    assert [(e.data, e.id) for e in events] == [
+        (b'{"role":1}', None),
+        (b'{"a":1}', "0"),
+        (b'{"b":2}', "1"),
+        (b"[DONE]", "1"),  # WHATWG: the last id stays in force
+    ]
+    assert [(e.data, e.id) for e in SSEDecoder().feed(STREAMS["id-only"])] == [
+        (b"x\ny", "6"),
+        (b"z", ""),
+    ]
 
 
 def test_last_event_id_and_retry_are_kept() -> None:
