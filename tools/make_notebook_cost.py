@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import nbformat
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+from _nb import write_notebook  # tools/ is on sys.path when a generator runs
+from nbformat.v4 import new_code_cell, new_markdown_cell
 
 cells = [
     new_markdown_cell(
@@ -324,11 +322,4 @@ else:
     ),
 ]
 
-nb = new_notebook(cells=cells)
-nb.metadata = {
-    "kernelspec": {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"},
-    "language_info": {"name": "python"},
-}
-path = Path(__file__).resolve().parent.parent / "notebooks" / "06_cost.ipynb"
-nbformat.write(nb, path)
-print(f"wrote {path.name}")
+write_notebook("06_cost.ipynb", cells, real_provider=False)

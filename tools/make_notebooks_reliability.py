@@ -10,10 +10,8 @@ Run ``python tools/make_notebooks_reliability.py`` after editing, then check the
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import nbformat
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+from _nb import write_notebook  # tools/ is on sys.path when a generator runs
+from nbformat.v4 import new_code_cell, new_markdown_cell
 
 md = new_markdown_cell
 code = new_code_cell
@@ -653,19 +651,8 @@ NOTEBOOKS = {"01_sse.ipynb": SSE, "02_websocket.ipynb": WS, "03_retry.ipynb": RE
 
 
 def main() -> None:
-    root = Path(__file__).resolve().parent.parent / "notebooks"
     for name, cells in NOTEBOOKS.items():
-        nb = new_notebook(cells=cells)
-        nb.metadata = {
-            "kernelspec": {
-                "display_name": "Python 3 (ipykernel)",
-                "language": "python",
-                "name": "python3",
-            },
-            "language_info": {"name": "python"},
-        }
-        nbformat.write(nb, root / name)
-        print(f"wrote {name}")
+        write_notebook(name, cells)
 
 
 if __name__ == "__main__":

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import nbformat
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+from _nb import write_notebook  # tools/ is on sys.path when a generator runs
+from nbformat.v4 import new_code_cell, new_markdown_cell
 
 cells = [
     new_markdown_cell(
@@ -181,11 +179,4 @@ else:
     ),
 ]
 
-nb = new_notebook(cells=cells)
-nb.metadata = {
-    "kernelspec": {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"},
-    "language_info": {"name": "python"},
-}
-path = Path(__file__).resolve().parent.parent / "notebooks" / "00_quickstart.ipynb"
-nbformat.write(nb, path)
-print(f"wrote {path.name}")
+write_notebook("00_quickstart.ipynb", cells, real_provider=False)
