@@ -117,7 +117,7 @@ class _NumberControl:
         self,
         *,
         label: str,
-        slider: widgets.Widget,
+        slider_cls: type[_Strict],
         low: Number,
         high: Number,
         unit: str,
@@ -125,8 +125,15 @@ class _NumberControl:
         apply: Callable[[Number], None],
         show_error: Callable[[str], None],
         current: Callable[[], Number] | None = None,
+        **slider_kw: Any,
     ) -> None:
         self.label = label
+        slider_kw.setdefault("min", low)  # a log slider passes exponents instead
+        slider_kw.setdefault("max", high)
+        # The slider's own readout is off: it would clamp typed values in the browser.
+        slider: widgets.Widget = slider_cls(
+            label=label, unit=unit, on_refused=show_error, readout=False, **slider_kw
+        )
         self.slider = slider
         self.low, self.high, self.unit, self.integer = low, high, unit, integer
         self._apply = apply
@@ -266,15 +273,8 @@ class ControlsPanel:
         buffer = view.buffer
         self._tokens = _NumberControl(
             label="max tokens per flush",
-            slider=_StrictIntSlider(
-                label="max tokens per flush",
-                unit=" tokens",
-                on_refused=self._show_error,
-                value=min(max(buffer.max_tokens, TOKENS_RANGE[0]), TOKENS_RANGE[1]),
-                min=TOKENS_RANGE[0],
-                max=TOKENS_RANGE[1],
-                readout=False,  # its readout would clamp typed values in the browser
-            ),
+            slider_cls=_StrictIntSlider,
+            value=min(max(buffer.max_tokens, TOKENS_RANGE[0]), TOKENS_RANGE[1]),
             low=TOKENS_RANGE[0],
             high=TOKENS_RANGE[1],
             unit=" tokens",
@@ -285,15 +285,8 @@ class ControlsPanel:
         )
         self._delay = _NumberControl(
             label="max delay (ms)",
-            slider=_StrictIntSlider(
-                label="max delay (ms)",
-                unit=" ms",
-                on_refused=self._show_error,
-                value=min(max(round(buffer.max_delay * 1000), 0), DELAY_MS_RANGE[1]),
-                min=DELAY_MS_RANGE[0],
-                max=DELAY_MS_RANGE[1],
-                readout=False,
-            ),
+            slider_cls=_StrictIntSlider,
+            value=min(max(round(buffer.max_delay * 1000), 0), DELAY_MS_RANGE[1]),
             low=DELAY_MS_RANGE[0],
             high=DELAY_MS_RANGE[1],
             unit=" ms",
@@ -304,17 +297,12 @@ class ControlsPanel:
         )
         self._speed = _NumberControl(
             label="server tokens/s (next)",
-            slider=_StrictLogSlider(
-                label="server tokens/s (next)",
-                unit=" tokens/s",
-                on_refused=self._show_error,
-                value=float(speed),
-                base=10,
-                min=math.log10(SPEED_RANGE[0]),
-                max=math.log10(SPEED_RANGE[1]),
-                step=0.01,
-                readout=False,
-            ),
+            slider_cls=_StrictLogSlider,
+            value=float(speed),
+            base=10,
+            min=math.log10(SPEED_RANGE[0]),
+            max=math.log10(SPEED_RANGE[1]),
+            step=0.01,
             low=SPEED_RANGE[0],
             high=SPEED_RANGE[1],
             unit=" tokens/s",
@@ -324,16 +312,9 @@ class ControlsPanel:
         )
         self._jitter = _NumberControl(
             label="server jitter (next)",
-            slider=_StrictFloatSlider(
-                label="server jitter (next)",
-                unit="",
-                on_refused=self._show_error,
-                value=float(jitter),
-                min=JITTER_RANGE[0],
-                max=JITTER_RANGE[1],
-                step=0.05,
-                readout=False,
-            ),
+            slider_cls=_StrictFloatSlider,
+            value=float(jitter),
+            step=0.05,
             low=JITTER_RANGE[0],
             high=JITTER_RANGE[1],
             unit="",
