@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import time
 
 import openai
 import pytest
+from _util import wait_for
 
 import streamkit as sk
 from streamkit.events import StreamEnd, StreamStart, TokenDelta
@@ -15,13 +15,6 @@ from streamkit.events import StreamEnd, StreamStart, TokenDelta
 pytestmark = pytest.mark.anyio
 
 SLOW = {"streamkit": {"ttft": 0.0, "tokens_per_second": 50, "length": 20}}
-
-
-async def wait_for(predicate, within: float = 3.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + within
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.01)
 
 
 def closed_port() -> int:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
+from _util import wait_for
 
 import streamkit as sk
 from streamkit.server import RunningServer
@@ -15,13 +15,6 @@ pytestmark = pytest.mark.anyio
 
 def slow(tokens: int, rate: float = 100) -> dict[str, object]:
     return {"streamkit": {"ttft": 0.0, "tokens_per_second": rate, "length": tokens}}
-
-
-async def wait_for(predicate, within: float = 5.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + within
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.01)
 
 
 def own_tasks() -> set[asyncio.Task[object]]:

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
+from _util import wait_for
 
 import streamkit as sk
 from streamkit.events import Event, StreamRetry, StreamStart, TokenDelta
@@ -64,13 +64,6 @@ async def run(
             extra_body=body(*faults, **sim),
         )
     return result, events
-
-
-async def wait_for(predicate: Callable[[], bool], within: float = 5.0) -> None:
-    deadline = time.monotonic() + within
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.01)
 
 
 def retries(events: list[Event]) -> list[StreamRetry]:

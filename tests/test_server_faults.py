@@ -7,7 +7,6 @@ Timing asserts are one-sided: a busy machine can only add delay.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
@@ -19,6 +18,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from _util import wait_for
 
 from streamkit.cli import main
 from streamkit.server import MODELS, RunningServer, serve_in_thread
@@ -403,13 +403,6 @@ async def _timed_frames(base_url: str, body: dict[str, Any]) -> list[tuple[float
     return frames
 
 
-async def _wait_for(predicate: Any, within: float = 3.0) -> None:
-    deadline = time.monotonic() + within
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.01)
-
-
 # ---------------------------------------------------------------------------------------------
 # served: SSE ids and resume
 
@@ -517,7 +510,7 @@ async def test_drop_is_a_broken_connection_not_a_clean_end(
     # Exactly the tokens before the fault arrived, whole; then nothing, not even [DONE].
     assert seen.pieces == FULL[:7] and seen.raw.endswith(b"\n\n")
     assert b"[DONE]" not in seen.raw and b'finish_reason":"stop' not in seen.raw
-    await _wait_for(lambda: stats.streams_dropped == dropped + 1)
+    await wait_for(lambda: stats.streams_dropped == dropped + 1)
     # A fault asked for is not a server error: nothing is logged as one.
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
+from _util import wait_for
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, ConnectionClosedError
 from websockets.frames import Frame, Opcode
@@ -99,13 +100,6 @@ async def _sse_text(server: RunningServer, body: dict[str, Any]) -> str:
                     chunk = json.loads(frame.split(b"\n", 1)[1][6:])
                     text += chunk["choices"][0]["delta"]["content"]
     return text
-
-
-async def _wait_for(predicate: Any, within: float = 3.0) -> None:
-    deadline = time.monotonic() + within
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.01)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -284,7 +278,7 @@ async def test_drop_closes_the_whole_socket(server: RunningServer) -> None:
         4,
     ]
     assert not [m for m in messages if m["type"] == "end"]
-    await _wait_for(lambda: stats.ws_active_streams == 0)
+    await wait_for(lambda: stats.ws_active_streams == 0)
 
 
 @pytest.mark.anyio
@@ -360,7 +354,7 @@ async def test_disconnect_stops_every_stream(server: RunningServer) -> None:
             if message["type"] == "token":
                 streaming.add(message["id"])
         assert stats.ws_active_streams >= 3 and stats.ws_active_connections >= 1
-    await _wait_for(lambda: stats.ws_active_streams == 0 and stats.ws_active_connections == 0)
+    await wait_for(lambda: stats.ws_active_streams == 0 and stats.ws_active_connections == 0)
     assert stats.ws_connections == connections + 1
     sent = stats.tokens_sent
     await asyncio.sleep(0.2)

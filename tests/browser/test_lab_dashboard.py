@@ -26,13 +26,21 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import nbformat
 import pytest
 
-from .test_lab_live import Lab, _errors, _open, _run_cell, _wait_done, browser, lab, page
+from .test_lab_live import (
+    Lab,
+    _errors,
+    _open,
+    _run_cell,
+    _wait_done,
+    _write_control,
+    browser,
+    lab,
+    page,
+)
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page
@@ -196,17 +204,6 @@ def _sample_dashboard(page: Page, lab: Lab, notebook: str) -> tuple[PlotLiveness
     return measure(samples), timings
 
 
-def _write_control(path: Path) -> None:
-    notebook = nbformat.v4.new_notebook()
-    notebook.metadata["kernelspec"] = {
-        "display_name": "Python 3 (ipykernel)",
-        "language": "python",
-        "name": "python3",
-    }
-    notebook.cells = [nbformat.v4.new_code_cell(source) for source in CONTROL_CELLS]
-    nbformat.write(notebook, path)
-
-
 # -- the tests --------------------------------------------------------------------------------
 
 
@@ -226,7 +223,7 @@ def test_metrics_dashboard_draws_live_while_the_stream_runs(page: Page, lab: Lab
 
 def test_dashboard_drawn_once_at_the_end_is_not_live(page: Page, lab: Lab) -> None:
     """The negative control: the same stream, drawn in one frame at its end, fails the check."""
-    _write_control(lab.root / CONTROL)
+    _write_control(lab.root / CONTROL, CONTROL_CELLS)
     seen, timings = _sample_dashboard(page, lab, CONTROL)
     print(f"drawn-once control: {seen}; {timings}")
     assert seen.final_points >= MIN_FINAL_POINTS, seen  # the points did arrive ...

@@ -173,14 +173,15 @@ class Lab:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-40:])
 
 
-def _write_control(path: Path) -> None:
+def _write_control(path: Path, cells: Sequence[str] = CONTROL_CELLS) -> None:
+    """Write a notebook of code ``cells`` (a negative control) for the lab to open."""
     notebook = nbformat.v4.new_notebook()
     notebook.metadata["kernelspec"] = {
         "display_name": "Python 3 (ipykernel)",
         "language": "python",
         "name": "python3",
     }
-    notebook.cells = [nbformat.v4.new_code_cell(source) for source in CONTROL_CELLS]
+    notebook.cells = [nbformat.v4.new_code_cell(source) for source in cells]
     nbformat.write(notebook, path)
 
 
