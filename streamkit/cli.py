@@ -1,8 +1,12 @@
-"""The ``streamkit`` command: ``serve`` the bundled server, ``chat`` through any endpoint.
+"""The ``streamkit`` command: ``serve`` the bundled server, ``chat`` and ``bench`` any endpoint.
 
 ``streamkit chat`` writes the reply's text, and nothing else, to stdout as tokens arrive; status and
 errors go to stderr, so ``streamkit chat "…" > reply.txt`` keeps a clean transcript. Exit status:
 0 success, 1 the stream failed (the partial text is still written), 2 bad usage, 130 interrupted.
+
+``streamkit bench`` runs a load experiment (see :mod:`streamkit.load`): a progress bar on stderr,
+the report on stdout, per-request results to ``--output``. Exit status 0 when every request
+completed, 1 when some failed (the report says which and why), 2 bad usage, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import Any
 from . import __version__
 from .client import Client
 from .errors import UsageError
+from .metrics import SLO
 from .render import ConsoleView
 from .result import StreamResult
 from .retry import RetryPolicy
@@ -30,7 +35,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="streamkit", description="See, tune and measure LLM token streaming."
     )
     parser.add_argument("--version", action="version", version=f"streamkit {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{serve,chat}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{serve,chat,bench}")
 
     serve = sub.add_parser("serve", help="run the bundled OpenAI-compatible server")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
@@ -85,7 +90,82 @@ def _parser() -> argparse.ArgumentParser:
     )
     chat.add_argument("--timeout", type=float, default=60.0, help="read timeout, seconds")
     chat.add_argument("--metrics-json", metavar="FILE", help="write the request's metrics here")
+    _bench_parser(sub)
     return parser
+
+
+def _bench_parser(sub: Any) -> None:
+    bench = sub.add_parser(
+        "bench",
+        help="run a load experiment and report latencies and throughput",
+        description="Send many streaming chat completions and report TTFT, TPOT, ITL and E2E "
+        "(p50/p90/p99), throughput, goodput and errors by class, as vLLM's bench serve does. "
+        "Without --base-url it starts the bundled simulator in a child process.",
+    )
+    bench.add_argument("--base-url", help="API root, e.g. http://127.0.0.1:8000/v1")
+    bench.add_argument("--api-key", help="API key (default: $OPENAI_API_KEY)")
+    bench.add_argument("--model", help="model id (bundled simulator default: sim-small)")
+    bench.add_argument(
+        "--transport",
+        choices=["sse", "generic-sse", "ws"],
+        default="generic-sse",
+        help="wire (default generic-sse: the leanest client that works with any SSE endpoint)",
+    )
+    bench.add_argument(
+        "--concurrency",
+        type=int,
+        default=None,
+        metavar="C",
+        help="most requests in flight: the number of users of a closed loop (default 10), or "
+        "a cap on an open loop (default none)",
+    )
+    bench.add_argument(
+        "--num-requests", type=int, default=100, metavar="N", help="requests (default 100)"
+    )
+    bench.add_argument(
+        "--request-rate",
+        type=float,
+        default=None,
+        metavar="R",
+        help="open loop: requests/s arriving at random (Poisson); 'inf' sends all at once; "
+        "default: closed loop",
+    )
+    bench.add_argument(
+        "--burstiness",
+        type=float,
+        default=1.0,
+        help="gamma shape of inter-arrival times: 1 Poisson, <1 burstier (default 1)",
+    )
+    bench.add_argument(
+        "--prompts", metavar="FILE", help="prompts: .txt (one per line), .jsonl or .json"
+    )
+    bench.add_argument(
+        "--max-tokens", type=int, default=128, help="completion tokens per request (default 128)"
+    )
+    bench.add_argument(
+        "--warmup", type=int, default=0, metavar="N", help="unrecorded requests first (default 0)"
+    )
+    bench.add_argument("--seed", type=int, default=0, help="arrivals, prompts, request seeds")
+    bench.add_argument(
+        "--goodput",
+        nargs="+",
+        metavar="METRIC:MS",
+        help="SLOs for goodput in milliseconds, e.g. --goodput ttft:500 tpot:50 (e2e too)",
+    )
+    bench.add_argument(
+        "--extra-body", metavar="JSON", help="extra JSON fields sent with every request"
+    )
+    bench.add_argument(
+        "--max-retries", type=int, default=2, metavar="N", help="retries per request (default 2)"
+    )
+    bench.add_argument("--timeout", type=float, default=60.0, help="read timeout, seconds")
+    bench.add_argument(
+        "--output", metavar="FILE", help="per-request results: .csv, .jsonl or .parquet"
+    )
+    bench.add_argument(
+        "--json", action="store_true", help="print the report as JSON instead of a table"
+    )
+    bench.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -104,6 +184,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 max_body_bytes=args.max_body_bytes,
             )
             return 0
+        if args.command == "bench":
+            return _bench(args)
         return _chat(args)
     except UsageError as exc:
         print(f"streamkit: error: {exc}", file=sys.stderr)
@@ -157,6 +239,91 @@ async def _run(
             raise_on_error=False,
             **{k: v for k, v in request.items() if v is not None},
         )
+
+
+def _goodput(items: Sequence[str] | None) -> SLO | None:
+    if not items:
+        return None
+    limits: dict[str, float] = {}
+    for item in items:
+        name, _, value = item.partition(":")
+        name = name.strip().lower()
+        if name not in ("ttft", "tpot", "e2e") or not value:
+            raise UsageError(f"--goodput {item!r} is invalid: use ttft:MS, tpot:MS or e2e:MS")
+        try:
+            ms = float(value)
+        except ValueError:
+            raise UsageError(f"--goodput {item!r}: {value!r} is not a number of ms") from None
+        limits[name] = ms / 1000
+    return SLO(**limits)
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from .load import LoadSpec, load_prompts, run_load
+
+    if args.max_retries < 0:
+        raise UsageError(f"--max-retries {args.max_retries} is invalid: must be 0 or more")
+    extra_body = None
+    if args.extra_body:
+        try:
+            extra_body = json.loads(args.extra_body)
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"--extra-body is not valid JSON: {exc}") from exc
+        if not isinstance(extra_body, dict):
+            raise UsageError("--extra-body must be a JSON object")
+    concurrency = args.concurrency
+    if concurrency is None and args.request_rate is None:
+        concurrency = 10
+    spec = LoadSpec(
+        num_requests=args.num_requests,
+        concurrency=concurrency,
+        request_rate=args.request_rate,
+        burstiness=args.burstiness,
+        prompts=load_prompts(args.prompts) if args.prompts else None,
+        max_tokens=args.max_tokens,
+        warmup=args.warmup,
+        seed=args.seed,
+        model=args.model,
+        extra_body=extra_body,
+        slo=_goodput(args.goodput),
+    )
+    if args.output and not args.output.endswith((".csv", ".jsonl", ".parquet")):
+        raise UsageError(f"--output {args.output}: write results as .csv, .jsonl or .parquet")
+    server = None
+    base_url = args.base_url
+    if base_url is None:
+        from .server.process import serve_in_subprocess
+
+        # A child process: the simulator's work must not share this process's GIL and core.
+        server = serve_in_subprocess()
+        base_url = server.base_url
+    try:
+        client = Client(
+            base_url,
+            args.api_key or os.environ.get("OPENAI_API_KEY") or ("x" if server else None),
+            args.model or ("sim-small" if server else None),
+            timeout=args.timeout,
+            transport=args.transport,
+            retry=RetryPolicy(max_attempts=args.max_retries + 1) if args.max_retries else None,
+        )
+
+        async def bench() -> Any:
+            async with client:
+                return await run_load(client, spec, progress=False if args.no_progress else "auto")
+
+        result = asyncio.run(bench())
+    finally:
+        if server is not None:
+            server.stop()
+    if server is not None:
+        result.target += " (bundled simulator)"
+    if args.output:
+        result.save(args.output)
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        print(result.table())
+    return 0 if result.summary.failed == 0 else 1
 
 
 if __name__ == "__main__":

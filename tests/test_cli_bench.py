@@ -1,0 +1,83 @@
+"""``streamkit bench`` as a user runs it: a real subprocess, the bundled server or a given one."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from test_cli import ENV, cli
+
+from streamkit.server import RunningServer
+
+FAST = json.dumps({"streamkit": {"ttft": 0.01, "tokens_per_second": 400, "jitter": 0}})
+
+
+def bench(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        cli("bench", *args), capture_output=True, text=True, env=ENV, timeout=timeout
+    )
+
+
+def test_embedded_default_reports_and_writes_every_request(tmp_path: Path) -> None:
+    out = tmp_path / "runs.csv"
+    done = bench(
+        "--num-requests", "12", "--concurrency", "4", "--max-tokens", "6",
+        "--goodput", "ttft:5000", "--extra-body", FAST, "--output", str(out),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    report = done.stdout
+    for line in ("(bundled simulator)", "closed loop, concurrency 4", "12 completed, 0 failed"):
+        assert line in report
+    for metric in ("TTFT", "TPOT", "ITL", "E2E", "goodput", "client CPU"):
+        assert metric in report
+    df = pd.read_csv(out)
+    assert (
+        len(df) == 12 and (df["status"] == "completed").all() and (df["output_tokens"] == 6).all()
+    )
+
+
+def test_open_loop_json_report(server: RunningServer, tmp_path: Path) -> None:
+    done = bench(
+        "--base-url", server.base_url, "--model", "sim-small", "--num-requests", "20",
+        "--request-rate", "50", "--max-tokens", "3", "--extra-body", FAST, "--json",
+        "--output", str(tmp_path / "r.jsonl"),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["completed"] == 20 and report["mode"] == "open loop, 50 req/s (Poisson)"
+    assert report["scheduled_rate"] > 0 and 0 <= report["client_cpu"] <= 1.05
+    assert set(report["latency_s"]) == {"ttft", "tpot", "itl", "e2e"}
+    rows = (tmp_path / "r.jsonl").read_text().splitlines()
+    assert len(rows) == 20 and "arrival_lag" in json.loads(rows[0])
+
+
+def test_failed_requests_exit_1_with_errors_by_class(server: RunningServer) -> None:
+    faults = json.dumps({"streamkit": {"faults": [{"kind": "status", "code": 503}]}})
+    done = bench(
+        "--base-url", server.base_url, "--model", "sim-small", "--num-requests", "4",
+        "--max-retries", "0", "--extra-body", faults,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert "errors: ServerError ×4" in done.stdout
+    assert "warning: 4 of 4 requests failed" in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--goodput", "ttft"], "--goodput 'ttft' is invalid"),
+        (["--goodput", "latency:3"], "--goodput 'latency:3' is invalid"),
+        (["--extra-body", "{nope"], "--extra-body is not valid JSON"),
+        (["--num-requests", "0"], "num_requests=0 is invalid"),
+        (["--request-rate", "-1"], "request_rate=-1.0 is invalid"),
+        (["--output", "x.xlsx"], "--output x.xlsx: write results as .csv, .jsonl or .parquet"),
+        (["--prompts", "missing.txt"], "cannot read prompts from missing.txt"),
+    ],
+)
+def test_bad_options_exit_2_naming_the_option(args: list[str], message: str) -> None:
+    done = bench(*args, "--base-url", "http://127.0.0.1:9/v1", "--model", "m")
+    assert done.returncode == 2
+    assert message in done.stderr and done.stdout == ""
