@@ -1,17 +1,25 @@
-"""Client cost per streamed chunk: streamkit's consumer against the raw openai SDK and a floor.
+"""Client cost per streamed chunk: streamkit's consumers against the raw openai SDK and a floor.
 
-Three consumers read the same streams from the bundled server, which runs in a subprocess pinned
+The consumers read the same streams from the bundled server, which runs in a subprocess pinned
 to the other core, so the client process's CPU time is the client's alone:
 
 - ``sdk``: the openai SDK's own loop (``async for chunk in stream``, a pydantic model per chunk);
 - ``streamkit``: ``Client.events`` (the SDK opens the request; a lean SSE decoder parses);
+- ``fast-sse``: ``Client.events`` with ``transport="fast-sse"`` (asyncio + httptools, no SDK);
+- ``generic-sse`` and ``ws`` (on request, ``--consumers``): the other two transports;
 - ``floor``: a minimal asyncio HTTP/1.1 reader (de-chunk, split on a blank line, ``json.loads``).
 
-For each: client CPU µs per chunk and chunks/s, with 1 stream and with 100 concurrent streams, and
-time to first token over a pooled loopback connection. Medians of ``--runs`` runs; ratios are
-against the floor and the SDK measured in the same run.
+For each: client CPU µs per chunk and chunks/s, with 1 stream and with ``--streams`` concurrent
+streams, and time to first token over a pooled loopback connection. Medians of ``--runs`` runs;
+ratios are against the floor and the SDK measured in the same run. "per core" is the floor's CPU
+per chunk over this consumer's: the share of the floor's chunks/s one core reaches.
+
+``--memory N`` measures instead the memory of N streams held open (the server waits 5 s before
+the first token), per stream, with ``tracemalloc``, for each streamkit transport.
 
     python benchmarks/bench_client.py [--runs 5] [--tokens 2000] [--streams 100]
+    python benchmarks/bench_client.py --runs 3 --streams 1000 --per-stream 20
+    python benchmarks/bench_client.py --memory 1000
 """
 
 from __future__ import annotations
@@ -21,13 +29,16 @@ import asyncio
 import json
 import statistics
 import time
+import tracemalloc
 from collections.abc import Awaitable, Callable
 
+import httpx2
 import openai
 from _harness import free_port, start_server  # benchmarks/ is on sys.path when run
 
 import streamkit as sk
-from streamkit.events import TokenDelta
+from streamkit.client import Transport
+from streamkit.events import StreamStart, TokenDelta
 
 PROMPT = [{"role": "user", "content": "Explain streaming"}]
 
@@ -36,7 +47,7 @@ def body(tokens: int, tps: float, ttft: float = 0.0) -> dict[str, object]:
     return {"streamkit": {"ttft": ttft, "tokens_per_second": tps, "length": tokens, "jitter": 0}}
 
 
-# -- the three consumers: each returns (content chunks, seconds to the first one) ----------------
+# -- the consumers: each returns (content chunks, seconds to the first one) ----------------------
 
 
 async def run_sdk(client: openai.AsyncOpenAI, extra: dict[str, object]) -> tuple[int, float]:
@@ -145,19 +156,35 @@ async def ttft(
     return statistics.median([(await run(extra))[1] for _ in range(requests)])
 
 
-async def one_run(port: int, tokens: int, streams: int) -> dict[str, dict[str, float]]:
+Run = Callable[[dict[str, object]], Awaitable[tuple[int, float]]]
+TRANSPORTS: dict[str, Transport] = {
+    "streamkit": "sse",
+    "generic-sse": "generic-sse",
+    "fast-sse": "fast-sse",
+    "ws": "ws",
+}
+
+
+def kit_client(base: str, transport: Transport) -> sk.Client:
+    return sk.Client(base, model="sim-small", max_retries=0, transport=transport)
+
+
+def kit_run(kit: sk.Client) -> Run:
+    return lambda extra: run_streamkit(kit, extra)
+
+
+async def one_run(
+    port: int, tokens: int, streams: int, per_stream: int, names: list[str]
+) -> dict[str, dict[str, float]]:
     base = f"http://127.0.0.1:{port}/v1"
     sdk = openai.AsyncOpenAI(base_url=base, api_key="x", max_retries=0)
-    kit = sk.Client(base, model="sim-small", max_retries=0)
+    kits = {name: kit_client(base, TRANSPORTS[name]) for name in names if name in TRANSPORTS}
     floor = FloorPool(port)
-    consumers: dict[str, Callable[[dict[str, object]], Awaitable[tuple[int, float]]]] = {
-        "floor": floor.run,
-        "streamkit": lambda extra: run_streamkit(kit, extra),
-        "sdk": lambda extra: run_sdk(sdk, extra),
-    }
+    consumers: dict[str, Run] = {"floor": floor.run, "sdk": lambda extra: run_sdk(sdk, extra)}
+    consumers.update({name: kit_run(kit) for name, kit in kits.items()})
     out: dict[str, dict[str, float]] = {}
-    per_stream = max(1, tokens // 10)
-    for name, run in consumers.items():
+    for name in names:
+        run = consumers[name]
         await throughput(run, 4, 50)  # warm the pool and the code paths
         us1, rate1 = await throughput(run, 1, tokens)
         us100, rate100 = await throughput(run, streams, per_stream)
@@ -169,9 +196,54 @@ async def one_run(port: int, tokens: int, streams: int) -> dict[str, dict[str, f
             "ttft_ms": await ttft(run) * 1000,
         }
     await sdk.close()
-    await kit.aclose()
+    for kit in kits.values():
+        await kit.aclose()
     floor.close()
     return out
+
+
+# -- memory per open stream ------------------------------------------------------------------------
+
+
+async def held_open(port: int, transport: Transport, streams: int) -> float:
+    """Bytes allocated per stream while ``streams`` streams wait for their first token."""
+    base = f"http://127.0.0.1:{port}/v1"
+    kit = kit_client(base, transport)
+    if transport == "generic-sse":
+        # The default httpx2 pool opens 100 connections; the rest would queue, not be open.
+        kit._http[asyncio.get_running_loop()] = httpx2.AsyncClient(
+            timeout=kit.timeout, limits=httpx2.Limits(max_connections=None)
+        )
+    extra = body(2, tps=100_000, ttft=5.0)
+    opened = 0
+    all_open = asyncio.Event()
+
+    async def one() -> None:
+        nonlocal opened
+        async for event in kit.events(PROMPT, extra_body=extra):
+            if isinstance(event, StreamStart):
+                opened += 1
+                if opened == streams:
+                    all_open.set()
+
+    await asyncio.gather(*(one() for _ in range(20)))  # warm the code paths (and imports)
+    opened = 0
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    tasks = [asyncio.create_task(one()) for _ in range(streams)]
+    await asyncio.wait_for(all_open.wait(), 60)
+    during = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    await asyncio.gather(*tasks)
+    await kit.aclose()
+    return (during - before) / streams
+
+
+def memory(port: int, streams: int) -> None:
+    print(f"memory per open stream, {streams} streams waiting for their first token (tracemalloc)")
+    for name in ("generic-sse", "fast-sse", "ws"):
+        per = asyncio.run(held_open(port, TRANSPORTS[name], streams))
+        print(f"{name:<12} {per / 1024:>8.1f} KiB")
 
 
 def main() -> None:
@@ -179,11 +251,26 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--tokens", type=int, default=2000, help="chunks in the 1-stream run")
     parser.add_argument("--streams", type=int, default=100)
+    parser.add_argument("--per-stream", type=int, help="chunks per concurrent stream (tokens/10)")
+    parser.add_argument(
+        "--consumers",
+        default="floor,streamkit,fast-sse,sdk",
+        help="comma-separated: floor, streamkit, generic-sse, fast-sse, ws, sdk (floor is kept)",
+    )
+    parser.add_argument("--memory", type=int, metavar="N", help="measure N open streams instead")
     args = parser.parse_args()
+    names = ["floor", *(n for n in args.consumers.split(",") if n and n != "floor")]
+    per_stream = args.per_stream or max(1, args.tokens // 10)
     port = free_port()
     server = start_server(port)
     try:
-        runs = [asyncio.run(one_run(port, args.tokens, args.streams)) for _ in range(args.runs)]
+        if args.memory:
+            memory(port, args.memory)
+            return
+        runs = [
+            asyncio.run(one_run(port, args.tokens, args.streams, per_stream, names))
+            for _ in range(args.runs)
+        ]
     finally:
         server.terminate()
         server.wait()
@@ -194,19 +281,24 @@ def main() -> None:
     n = args.streams
     print(f"client cost per chunk, medians of {args.runs} runs (server in another process)")
     header = (
-        f"{'consumer':<10} {'µs/chunk 1':>11} {'chunks/s 1':>11} {f'µs/chunk {n}':>12} "
-        f"{f'chunks/s {n}':>12} {'TTFT ms':>8} {'vs floor':>9} {'SDK/this':>9}"
+        f"{'consumer':<12} {'µs/chunk 1':>11} {'chunks/s 1':>11} {f'µs/chunk {n}':>12} "
+        f"{f'chunks/s {n}':>12} {'TTFT ms':>8} {'vs floor':>9} {'per core':>9}"
+        + (f" {'SDK/this':>9}" if "sdk" in names else "")
     )
+    print(f"{per_stream} chunks per stream with {n} streams")
     print(header)
-    for name in ("floor", "streamkit", "sdk"):
+    for name in names:
         print(
-            f"{name:<10} {med(name, 'us_1'):>11.1f} {med(name, 'rate_1'):>11.0f} "
+            f"{name:<12} {med(name, 'us_1'):>11.1f} {med(name, 'rate_1'):>11.0f} "
             f"{med(name, 'us_n'):>12.1f} {med(name, 'rate_n'):>12.0f} {med(name, 'ttft_ms'):>8.2f} "
             f"{med(name, 'us_n') / med('floor', 'us_n'):>8.2f}x "
-            f"{med('sdk', 'us_n') / med(name, 'us_n'):>8.1f}x"
+            f"{med('floor', 'us_n') / med(name, 'us_n'):>8.0%} "
+            + (f"{med('sdk', 'us_n') / med(name, 'us_n'):>8.1f}x" if "sdk" in names else "")
         )
-    ttft_overhead = med("streamkit", "ttft_ms") / med("floor", "ttft_ms")
-    print(f"streamkit TTFT / floor TTFT: {ttft_overhead:.2f}x")
+    for name in names:
+        if name in TRANSPORTS:
+            overhead = med(name, "ttft_ms") / med("floor", "ttft_ms")
+            print(f"{name} TTFT / floor TTFT: {overhead:.2f}x")
 
 
 if __name__ == "__main__":

@@ -17,6 +17,10 @@ disturbed run.
 Medians of ``--runs`` runs::
 
     python benchmarks/bench_server.py [--runs 5] [--streams 100] [--pacing-streams 500]
+
+The server's capacity model is off unless ``--max-batch`` or ``--decode-capacity`` is given
+(passed to ``run_server``), so its cost per chunk can be compared with the model on and off;
+``--no-pacing`` runs the throughput scenario only.
 """
 
 from __future__ import annotations
@@ -41,12 +45,18 @@ PROMPT = [{"role": "user", "content": "Explain streaming latency"}]
 # --- the server, in its own process ----------------------------------------------------------
 
 
-def start_server(pin: bool) -> tuple[subprocess.Popen[bytes], int]:
+def start_server(
+    pin: bool, max_batch: int | None = None, decode_capacity: float | None = None
+) -> tuple[subprocess.Popen[bytes], int]:
     """Start ``run_server(port=0)`` in a subprocess; return it and the port it printed.
 
-    With ``pin``, the server runs on CPU 0 and this process on CPU 1.
+    With ``pin``, the server runs on CPU 0 and this process on CPU 1. ``max_batch`` and
+    ``decode_capacity`` switch the server's capacity model on.
     """
-    code = "from streamkit.server import run_server; run_server(port=0)"
+    code = (
+        "from streamkit.server import run_server; "
+        f"run_server(port=0, max_batch={max_batch!r}, decode_capacity={decode_capacity!r})"
+    )
     proc = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE)
     assert proc.stderr is not None
     line = proc.stderr.readline().decode()
@@ -181,7 +191,9 @@ class Conn:
             sse += rest[:size]
             *frames, sse = sse.split(b"\n\n")
             for frame in frames:
-                if frame.startswith(b'data: {"id"') and b'"delta":{"content":' in frame:
+                # Content frames start with their "id: N" line; the role frame's delta has
+                # "role" first, so it does not match.
+                if b'"delta":{"content":' in frame:
                     counter[0] += 1
                     if on_content is not None:
                         on_content.append(now)
@@ -273,7 +285,7 @@ async def pacing_run(pid: int, port: int, streams: int, rate: float, tokens: int
 
 
 async def main_async(args: argparse.Namespace) -> None:
-    proc, port = start_server(args.pin)
+    proc, port = start_server(args.pin, args.max_batch, args.decode_capacity)
     try:
         # One short stream first: imports and first-request costs are not the steady state.
         warm = await Conn.open(port)
@@ -295,7 +307,7 @@ async def main_async(args: argparse.Namespace) -> None:
                 file=sys.stderr,
             )
         pacings: list[Pacing] = []
-        for run in range(args.runs):
+        for run in range(args.runs if args.pacing else 0):
             pacing = await pacing_run(
                 proc.pid, port, args.pacing_streams, args.pacing_rate, args.pacing_tokens
             )
@@ -314,15 +326,42 @@ async def main_async(args: argparse.Namespace) -> None:
 
     med = statistics.median
     cpus = [r.cpu for r in throughputs] + [r.cpu for r in pacings]
+    capacity = ""
+    if args.max_batch is not None or args.decode_capacity is not None:
+        capacity = f" (max batch {args.max_batch}, decode capacity {args.decode_capacity} tok/s)"
     rows = [
         (
-            f"throughput, {args.streams} streams @ 2000 tok/s",
+            f"throughput, {args.streams} streams @ 2000 tok/s{capacity}",
             "chunks/s (aggregate)",
             f"{med(t.chunks_per_s for t in throughputs):,.0f}",
-            ">= 25,000",
+            ">= 25,000" if not capacity else "",
         ),
         ("", "server CPU µs/chunk", f"{med(t.cpu_us_per_chunk for t in throughputs):.1f}", ""),
         ("", "client CPU %", f"{med(t.cpu.percent(t.cpu.client) for t in throughputs):.0f}", ""),
+    ]
+    if pacings:
+        rows += _pacing_rows(args, pacings)
+    rows.append(
+        (
+            "all runs",
+            "other processes' CPU %",
+            f"{med(c.percent(c.other) for c in cpus):.0f}",
+            "~0 for a clean run",
+        )
+    )
+    sys.stderr.flush()
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    header = ("scenario", "metric", f"median of {args.runs}", "target")
+    widths = [max(w, len(h)) for w, h in zip(widths, header, strict=True)]
+    for row in (header, tuple("-" * w for w in widths), *rows):
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _pacing_rows(
+    args: argparse.Namespace, pacings: list[Pacing]
+) -> list[tuple[str, str, str, str]]:
+    med = statistics.median
+    return [
         (
             f"pacing, {args.pacing_streams} streams @ {args.pacing_rate:g} tok/s",
             "|error| p50 (ms)",
@@ -332,19 +371,7 @@ async def main_async(args: argparse.Namespace) -> None:
         ("", "|error| p99 (ms)", f"{med(p.p99_ms for p in pacings):.2f}", "<= 5"),
         ("", "server CPU %", f"{med(p.cpu.percent(p.cpu.server) for p in pacings):.0f}", ""),
         ("", "server CPU µs/chunk", f"{med(p.cpu_us_per_chunk for p in pacings):.1f}", ""),
-        (
-            "all runs",
-            "other processes' CPU %",
-            f"{med(c.percent(c.other) for c in cpus):.0f}",
-            "~0 for a clean run",
-        ),
     ]
-    sys.stderr.flush()
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    header = ("scenario", "metric", f"median of {args.runs}", "target")
-    widths = [max(w, len(h)) for w, h in zip(widths, header, strict=True)]
-    for row in (header, tuple("-" * w for w in widths), *rows):
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
 
 
 def main() -> None:
@@ -355,6 +382,18 @@ def main() -> None:
     parser.add_argument("--pacing-streams", type=int, default=500)
     parser.add_argument("--pacing-rate", type=float, default=20.0, help="tokens/s per stream")
     parser.add_argument("--pacing-tokens", type=int, default=100, help="tokens per paced stream")
+    parser.add_argument(
+        "--no-pacing", dest="pacing", action="store_false", help="skip the pacing scenario"
+    )
+    parser.add_argument(
+        "--max-batch", type=int, default=None, help="the server's capacity model: batch size"
+    )
+    parser.add_argument(
+        "--decode-capacity",
+        type=float,
+        default=None,
+        help="the server's capacity model: decode tokens/s shared by the batch",
+    )
     parser.add_argument(
         "--no-pin",
         dest="pin",

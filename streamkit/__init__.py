@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
 
+from .balance import LoadBalancer
 from .batching import AdaptivePolicy, TokenBuffer
 from .client import ChatTask, Client, Observer, chat, chat_sync, default_client, start_chat
 from .cost import (
@@ -52,12 +53,14 @@ from .errors import (
 )
 from .events import Event, StreamEnd, StreamError, StreamRetry, StreamStart, TokenDelta, Usage
 from .experiments import ResponseCache, Router
+from .load import LoadResult, LoadSpec, run_load, run_load_sync
 from .manager import ManagedStream, StreamManager
 from .metrics import SLO, MetricsCollector, RequestMetrics, RunSummary
 from .render import ConsoleView, View, auto_view
 from .result import StreamResult
 from .retry import RetryPolicy
 from .server import RunningServer, default_server, serve_in_thread
+from .server.process import ServerProcess, serve_in_subprocess
 from .state import ChatMessage, ChatState
 from .transports.sse import EventSource
 
@@ -109,6 +112,9 @@ __all__ = [  # noqa: RUF022
     "FirstTokenTimeout",
     "IdleTimeout",
     "Ledger",
+    "LoadBalancer",
+    "LoadResult",
+    "LoadSpec",
     "ManagedStream",
     "MetricsCollector",
     "NotFoundError",
@@ -127,6 +133,7 @@ __all__ = [  # noqa: RUF022
     "RunningServer",
     "SLO",
     "ServerError",
+    "ServerProcess",
     "StreamCancelled",
     "StreamEnd",
     "StreamError",
@@ -156,6 +163,9 @@ __all__ = [  # noqa: RUF022
     "default_client",
     "default_server",
     "estimate_cost",
+    "run_load",
+    "run_load_sync",
+    "serve_in_subprocess",
     "serve_in_thread",
     "start_chat",
 ]

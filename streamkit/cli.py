@@ -18,6 +18,7 @@ import os
 import sys
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 from . import __version__
 from .client import Client
@@ -59,6 +60,20 @@ def _parser() -> argparse.ArgumentParser:
         default=1 << 20,
         metavar="N",
         help="largest request body accepted, else 413 (default 1048576)",
+    )
+    serve.add_argument(
+        "--max-batch",
+        type=int,
+        metavar="N",
+        help="capacity model: most completions generating at once, all callers; the rest wait "
+        "in a FIFO queue and their TTFT includes the wait (default unlimited)",
+    )
+    serve.add_argument(
+        "--decode-capacity",
+        type=float,
+        metavar="TOK_PER_S",
+        help="capacity model: decode tokens/s shared by the running batch; each stream's gap is "
+        "at least running/TOK_PER_S (default unlimited)",
     )
 
     chat = sub.add_parser(
@@ -102,14 +117,37 @@ def _bench_parser(sub: Any) -> None:
         "(p50/p90/p99), throughput, goodput and errors by class, as vLLM's bench serve does. "
         "Without --base-url it starts the bundled simulator in a child process.",
     )
-    bench.add_argument("--base-url", help="API root, e.g. http://127.0.0.1:8000/v1")
+    bench.add_argument(
+        "--base-url",
+        action="append",
+        metavar="URL",
+        help="API root, e.g. http://127.0.0.1:8000/v1; repeat it to route across endpoints",
+    )
+    bench.add_argument(
+        "--routing",
+        choices=["round_robin", "least_outstanding"],
+        default="round_robin",
+        help="how several --base-url endpoints share the load (health-checked, with failover)",
+    )
+    bench.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="split the load over N Dask worker processes (a local cluster unless --scheduler)",
+    )
+    bench.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="a running Dask scheduler, e.g. tcp://10.0.0.5:8786 (needs streamkit[distributed])",
+    )
     bench.add_argument("--api-key", help="API key (default: $OPENAI_API_KEY)")
     bench.add_argument("--model", help="model id (bundled simulator default: sim-small)")
     bench.add_argument(
         "--transport",
-        choices=["sse", "generic-sse", "ws"],
-        default="generic-sse",
-        help="wire (default generic-sse: the leanest client that works with any SSE endpoint)",
+        choices=["fast-sse", "generic-sse", "sse", "ws"],
+        default="fast-sse",
+        help="wire (default fast-sse: the leanest client for any SSE endpoint; sse is the openai "
+        "SDK's request path; ws the bundled server's WebSocket)",
     )
     bench.add_argument(
         "--concurrency",
@@ -182,6 +220,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 max_concurrent_streams=args.max_concurrent_streams,
                 requests_per_minute=args.requests_per_minute,
                 max_body_bytes=args.max_body_bytes,
+                max_batch=args.max_batch,
+                decode_capacity=args.decode_capacity,
             )
             return 0
         if args.command == "bench":
@@ -258,8 +298,43 @@ def _goodput(items: Sequence[str] | None) -> SLO | None:
     return SLO(**limits)
 
 
+async def _bench_run(
+    args: argparse.Namespace,
+    urls: list[str],
+    api_key: str | None,
+    model: str | None,
+    retry: RetryPolicy | None,
+    spec: Any,
+    progress: Any,
+) -> Any:
+    from .balance import LoadBalancer
+    from .load import run_load
+
+    clients = [
+        Client(url, api_key, model, timeout=args.timeout, transport=args.transport, retry=retry)
+        for url in urls
+    ]
+    if len(clients) == 1:
+        async with clients[0] as client:
+            return await run_load(client, spec, progress=progress)
+    # Endpoints are named by host:port, the name the report and the endpoint column show.
+    named = {urlsplit(url).netloc or url: client for url, client in zip(urls, clients, strict=True)}
+    if len(named) < len(clients):
+        raise UsageError("the same --base-url is given twice")
+    async with LoadBalancer(named, strategy=args.routing) as balancer:
+        try:
+            result = await run_load(balancer, spec, progress=progress)
+        finally:
+            for client in clients:
+                await client.aclose()
+    per_endpoint = result.requests_df()["endpoint"].value_counts().to_dict()
+    served = ", ".join(f"{name} ×{count}" for name, count in sorted(per_endpoint.items()))
+    result.target = f"{len(clients)} endpoints, {args.routing} (served: {served})"
+    return result
+
+
 def _bench(args: argparse.Namespace) -> int:
-    from .load import LoadSpec, load_prompts, run_load
+    from .load import LoadSpec, load_prompts
 
     if args.max_retries < 0:
         raise UsageError(f"--max-retries {args.max_retries} is invalid: must be 0 or more")
@@ -289,29 +364,39 @@ def _bench(args: argparse.Namespace) -> int:
     )
     if args.output and not args.output.endswith((".csv", ".jsonl", ".parquet")):
         raise UsageError(f"--output {args.output}: write results as .csv, .jsonl or .parquet")
+    urls: list[str] = args.base_url or []
+    distributed = args.workers is not None or args.scheduler is not None
+    if len(urls) > 1 and distributed:
+        raise UsageError("route across several --base-url or split over --workers, not both")
+    if args.workers is not None and args.workers < 1:
+        raise UsageError(f"--workers {args.workers} is invalid: must be 1 or more")
+    progress: Any = False if args.no_progress else "auto"
     server = None
-    base_url = args.base_url
-    if base_url is None:
+    if not urls:
         from .server.process import serve_in_subprocess
 
         # A child process: the simulator's work must not share this process's GIL and core.
         server = serve_in_subprocess()
-        base_url = server.base_url
+        urls = [server.base_url]
+    api_key = args.api_key or os.environ.get("OPENAI_API_KEY") or ("x" if server else None)
+    model = args.model or ("sim-small" if server else None)
+    retry = RetryPolicy(max_attempts=args.max_retries + 1) if args.max_retries else None
     try:
-        client = Client(
-            base_url,
-            args.api_key or os.environ.get("OPENAI_API_KEY") or ("x" if server else None),
-            args.model or ("sim-small" if server else None),
-            timeout=args.timeout,
-            transport=args.transport,
-            retry=RetryPolicy(max_attempts=args.max_retries + 1) if args.max_retries else None,
-        )
+        if distributed:
+            from .distributed import run_load_distributed
 
-        async def bench() -> Any:
-            async with client:
-                return await run_load(client, spec, progress=False if args.no_progress else "auto")
-
-        result = asyncio.run(bench())
+            result = run_load_distributed(
+                spec,
+                base_url=urls[0],
+                api_key=api_key,
+                model=model,
+                transport=args.transport,
+                dask_client=args.scheduler,
+                workers=args.workers or 2,
+                progress=progress,
+            )
+        else:
+            result = asyncio.run(_bench_run(args, urls, api_key, model, retry, spec, progress))
     finally:
         if server is not None:
             server.stop()

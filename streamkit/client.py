@@ -15,8 +15,10 @@ Every stream goes through the resilience layer (:mod:`streamkit.resume`): a fail
 retried by the client's :class:`~streamkit.retry.RetryPolicy`, resuming after the last token where
 the server numbers its tokens, and first-token and idle timeouts are enforced there. Three wires
 carry a stream: ``transport="sse"`` (the openai SDK opens the request; the default),
-``"generic-sse"`` (streamkit's own SSE client over httpx2, no SDK) and ``"ws"`` (one WebSocket per
-client and event loop, carrying all its streams; the bundled server's ``/v1/ws``).
+``"generic-sse"`` (streamkit's own SSE client over httpx2, no SDK), ``"fast-sse"`` (the same SSE
+on a lean asyncio + httptools HTTP/1.1 client, for load tests against any SSE endpoint) and
+``"ws"`` (one WebSocket per client and event loop, carrying all its streams; the bundled server's
+``/v1/ws``).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from .result import StreamResult
 from .resume import Attempt, AttemptFactory, OnInterrupt, resilient_events
 from .retry import RetryPolicy
 from .state import ChatState
+from .transports.fast_sse import FastSSEPool, stream_chat_fast_sse
 from .transports.openai_sse import stream_chat_completion
 from .transports.sse import stream_chat_sse
 from .transports.ws import WSConnection, stream_chat_ws, ws_url
@@ -62,8 +65,8 @@ T = TypeVar("T")
 ViewArg = View | Literal["auto", "widget", "console"] | None
 Prompt = str | Iterable[Mapping[str, Any]]
 
-Transport = Literal["sse", "generic-sse", "ws"]
-_TRANSPORTS = ("sse", "generic-sse", "ws")
+Transport = Literal["sse", "generic-sse", "fast-sse", "ws"]
+_TRANSPORTS = ("sse", "generic-sse", "fast-sse", "ws")
 _LOCAL_KEY = "streamkit-local"  # the bundled server needs no key; the SDK insists on one
 DEFAULT_RETRY = RetryPolicy()
 """The policy a :class:`Client` uses unless told otherwise: up to 5 attempts in a row without
@@ -83,8 +86,10 @@ class Client:
             (over WebSocket: for the handshake; a dead socket is found by keepalive pings).
         max_retries: the openai SDK's own retries of a request that fails before streaming
             starts (``transport="sse"`` only). Prefer ``retry=``, which covers every failure.
-        transport: ``"sse"`` (through the openai SDK), ``"generic-sse"`` (httpx2, no SDK) or
-            ``"ws"`` (the bundled server's WebSocket endpoint).
+        transport: ``"sse"`` (through the openai SDK), ``"generic-sse"`` (httpx2, no SDK),
+            ``"fast-sse"`` (asyncio + httptools, no SDK: the least client CPU per chunk on any
+            SSE endpoint, for load tests; HTTP/1.1, no proxy) or ``"ws"`` (the bundled server's
+            WebSocket endpoint).
         retry: when to retry a failed stream and how long to wait (default
             :data:`DEFAULT_RETRY`: up to 5 attempts in a row without progress); None never
             retries.
@@ -122,7 +127,7 @@ class Client:
         if transport not in _TRANSPORTS:
             raise UsageError(
                 f"transport={transport!r} is invalid: use 'sse' (the openai SDK), "
-                "'generic-sse' (httpx2) or 'ws' (WebSocket)"
+                "'generic-sse' (httpx2), 'fast-sse' (asyncio + httptools) or 'ws' (WebSocket)"
             )
         if retry is not None and not isinstance(retry, RetryPolicy):
             raise UsageError(
@@ -177,6 +182,9 @@ class Client:
         self._ws: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _WSSlot] = (
             weakref.WeakKeyDictionary()
         )
+        self._fast: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, FastSSEPool] = (
+            weakref.WeakKeyDictionary()
+        )
 
     def __repr__(self) -> str:
         # Never the key.
@@ -210,6 +218,14 @@ class Client:
             self._http[loop] = client
         return client
 
+    def fast_sse_pool(self) -> FastSSEPool:
+        """The keep-alive connection pool of the running loop, for ``transport="fast-sse"``."""
+        loop = asyncio.get_running_loop()
+        pool = self._fast.get(loop)
+        if pool is None:
+            pool = self._fast[loop] = FastSSEPool(self.timeout)
+        return pool
+
     async def websocket(self) -> WSConnection:
         """The open WebSocket of the running loop (opened, or reopened after a drop, on use).
 
@@ -241,6 +257,9 @@ class Client:
         http = self._http.pop(loop, None)
         if http is not None:
             await http.aclose()
+        pool = self._fast.pop(loop, None)
+        if pool is not None:
+            await pool.aclose()
         slot = self._ws.pop(loop, None)
         if slot is not None and slot.conn is not None:
             await slot.conn.aclose()
@@ -320,6 +339,22 @@ class Client:
                 )
 
             return ws_attempt
+        if self.transport == "fast-sse":
+            pool = self.fast_sse_pool()
+            key = self.api_key
+
+            def fast_attempt(attempt: Attempt) -> AsyncIterator[Event]:
+                return stream_chat_fast_sse(
+                    pool,
+                    base_url=self.base_url,
+                    api_key=key,
+                    model=model,
+                    messages=messages,
+                    params=request,
+                    attempt=attempt,
+                )
+
+            return fast_attempt
         if self.transport == "generic-sse":
             http = self.http()
             api_key = self.api_key

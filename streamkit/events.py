@@ -67,6 +67,8 @@ class StreamStart:
         model: the model asked for.
         request_id: the server's request id header, when it sends one.
         retries: how many earlier attempts of this request failed before it was accepted.
+        endpoint: the name of the endpoint that accepted it, when a
+            :class:`~streamkit.balance.LoadBalancer` chose one (None otherwise).
     """
 
     sent_at: float
@@ -74,6 +76,7 @@ class StreamStart:
     model: str
     request_id: str | None = None
     retries: int = 0
+    endpoint: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

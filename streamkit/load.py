@@ -96,11 +96,14 @@ class LoadSpec:
         warmup: requests sent (closed loop, same concurrency) before the measured run and not
             recorded: they open connections and warm caches.
         seed: seeds the arrival times, the synthetic prompts and each request's ``seed``
-            (``seed + i``), so a run is reproducible against a deterministic server.
+            (``seed + start + i``), so a run is reproducible against a deterministic server.
         model: the model (default: the target's).
         extra_body: extra JSON fields sent with every request (e.g. the bundled simulator's
             ``{"streamkit": {"tokens_per_second": 50}}``).
         slo: objectives for goodput.
+        start: the number of this spec's first request in a larger experiment (a shard's
+            offset): request ``i`` asks prompt ``start + i`` with seed ``seed + start + i``, so
+            shards together ask what the whole spec would, not the same prompts ``n`` times.
 
     Raises:
         UsageError: a value out of range, naming it.
@@ -117,6 +120,7 @@ class LoadSpec:
     model: str | None = None
     extra_body: Mapping[str, Any] | None = None
     slo: SLO | None = None
+    start: int = 0
 
     def __post_init__(self) -> None:
         _positive_int("num_requests", self.num_requests)
@@ -147,6 +151,9 @@ class LoadSpec:
             if isinstance(self.prompts, str) or not len(self.prompts):
                 raise UsageError("prompts must be a non-empty sequence of prompts (not one string)")
             object.__setattr__(self, "prompts", tuple(self.prompts))
+            for number, item in enumerate(self.prompts):
+                _prompt_of(item, f"prompts[{number}]")
+        _positive_int("start", self.start, 0)
         if self.slo is not None and not isinstance(self.slo, SLO):
             raise UsageError(f"slo={self.slo!r} is invalid: pass streamkit.SLO(ttft=…, tpot=…)")
 
@@ -160,21 +167,28 @@ class LoadSpec:
         return f"open loop, {self.request_rate:g} req/s ({shape}){cap}"
 
     def prompt(self, i: int) -> Prompt:
-        """The ``i``-th request's prompt."""
-        prompts = self.prompts or synthetic_prompts(min(self.num_requests, 256), self.seed)
-        return prompts[i % len(prompts)]
+        """The ``i``-th request's prompt (``start + i`` of the experiment's, cycled)."""
+        prompts = self.prompts or synthetic_prompts(256, self.seed)
+        return prompts[(self.start + i) % len(prompts)]
+
+    @property
+    def arrival_seed(self) -> int | str:
+        """The seed of this spec's arrival times: ``seed``, or ``"seed:start"`` for a shard."""
+        return self.seed if self.start == 0 else f"{self.seed}:{self.start}"
 
     def shard(self, n: int) -> list[LoadSpec]:
         """``n`` specs that together make this one (for ``n`` processes or machines).
 
         Requests and concurrency are split as evenly as possible, the rate divided by ``n`` (the
-        superposition of ``n`` Poisson processes at ``R/n`` is one at ``R``), and shard ``i``
-        seeds with ``seed + i`` so shards draw different arrival times.
+        superposition of ``n`` Poisson processes at ``R/n`` is one at ``R``). Each shard starts
+        where the one before it ends (``start``): together they ask every prompt and seed the
+        whole spec would, and draw different arrival times.
         """
         _positive_int("n", n)
         if n > self.num_requests:
             raise UsageError(f"cannot split {self.num_requests} requests into {n} shards")
         out = []
+        start = self.start
         for i in range(n):
             requests = self.num_requests // n + (i < self.num_requests % n)
             concurrency = None
@@ -188,10 +202,10 @@ class LoadSpec:
                     concurrency=concurrency,
                     request_rate=rate,
                     warmup=self.warmup // n + (i < self.warmup % n),
-                    seed=self.seed + i,
-                    prompts=self.prompts or synthetic_prompts(256, self.seed),
+                    start=start,
                 )
             )
+            start += requests
         return out
 
 
@@ -285,7 +299,9 @@ def _prompt_of(item: object, where: str) -> Prompt:
     )
 
 
-def arrival_times(n: int, rate: float, *, burstiness: float = 1.0, seed: int = 0) -> list[float]:
+def arrival_times(
+    n: int, rate: float, *, burstiness: float = 1.0, seed: int | str = 0
+) -> list[float]:
     """Seconds from the start at which each of ``n`` open-loop requests arrives.
 
     Gaps are gamma-distributed with shape ``burstiness`` and mean ``1/rate`` (vLLM's
@@ -323,6 +339,7 @@ class LoadResult:
             ``p99``, ``max``. Tens of ms mean events waited for a busy client.
         scheduled_rate: for an open loop, the rate of the drawn arrival times (requests/s).
         warnings: what makes the figures doubtful (a saturated client, failed requests).
+        processes: how many client processes sent the load (more than 1 when distributed).
     """
 
     spec: LoadSpec
@@ -334,6 +351,7 @@ class LoadResult:
     loop_lag: dict[str, float] = field(default_factory=dict)
     scheduled_rate: float | None = None
     warnings: list[str] = field(default_factory=list)
+    processes: int = 1
 
     def __repr__(self) -> str:
         s = self.summary
@@ -344,7 +362,8 @@ class LoadResult:
 
     @property
     def client_cpu(self) -> float:
-        """The client's CPU use as a fraction of one core (1.0 = a core saturated)."""
+        """The client's CPU use in cores (1.0 = one core busy all the time; a distributed run
+        sums its processes, so it can exceed 1)."""
         return self.client_cpu_seconds / self.wall_seconds if self.wall_seconds > 0 else 0.0
 
     @property
@@ -393,6 +412,7 @@ class LoadResult:
             "send_rate": self.send_rate,
             "scheduled_rate": self.scheduled_rate,
             "client_cpu": self.client_cpu,
+            "processes": self.processes,
             "loop_lag": dict(self.loop_lag),
             "latency_s": {
                 name: d.to_dict()
@@ -435,7 +455,13 @@ class LoadResult:
         rows.append(
             (
                 "client CPU",
-                f"{self.client_cpu:.0%} of a core; loop lag p99 "
+                (
+                    f"{self.client_cpu:.0%} of a core"
+                    if self.processes == 1
+                    else f"{self.client_cpu / self.processes:.0%} of a core in each of "
+                    f"{self.processes} processes"
+                )
+                + "; loop lag p99 "
                 f"{ms(self.loop_lag.get('p99'))} ms, max {ms(self.loop_lag.get('max'))} ms",
             )
         )
@@ -525,7 +551,7 @@ def _progress_bar(progress: Progress, total: int) -> Any:
 
 
 def _request_fields(spec: LoadSpec, i: int) -> dict[str, Any]:
-    request: dict[str, Any] = {"seed": spec.seed + i}
+    request: dict[str, Any] = {"seed": spec.seed + spec.start + i}
     if spec.max_tokens is not None:
         request["max_tokens"] = spec.max_tokens
     if spec.model is not None:
@@ -653,7 +679,10 @@ async def run_load(
     scheduled_rate = None
     if spec.request_rate is not None:
         times = arrival_times(
-            spec.num_requests, spec.request_rate, burstiness=spec.burstiness, seed=spec.seed
+            spec.num_requests,
+            spec.request_rate,
+            burstiness=spec.burstiness,
+            seed=spec.arrival_seed,
         )
         if len(times) > 1 and times[-1] > 0:
             scheduled_rate = (len(times) - 1) / times[-1]

@@ -44,7 +44,9 @@ log (see ``docs/metrics.md`` for the sources).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
+import sys
 import time
 from array import array
 from collections import Counter
@@ -53,7 +55,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from .errors import StreamCancelled, StreamkitError, UsageError
+from .errors import APIStatusError, StreamCancelled, StreamkitError, UsageError
 from .events import Event, StreamEnd, StreamError, StreamRetry, StreamStart, TokenDelta, Usage
 
 if TYPE_CHECKING:
@@ -311,6 +313,8 @@ class RequestRecorder:
             a retry that started over (``StreamRetry.discarded``); metrics count kept chunks.
         render_lags: seconds from a chunk's arrival to its rendering, as views report them.
         finished: True once :meth:`finish` was called.
+        endpoint: the endpoint named by the latest StreamStart (a
+            :class:`~streamkit.balance.LoadBalancer` names the one it chose), or None.
     """
 
     __slots__ = (
@@ -319,6 +323,7 @@ class RequestRecorder:
         "chars",
         "created",
         "ended_at",
+        "endpoint",
         "error",
         "finish_reason",
         "finished",
@@ -360,6 +365,7 @@ class RequestRecorder:
         self.first_byte_at: float | None = None
         self.model = ""
         self.request_id: str | None = None
+        self.endpoint: str | None = None
         self.ended_at: float | None = None
         self.status: RequestStatus = "pending"
         self.finish_reason: str | None = None
@@ -398,6 +404,7 @@ class RequestRecorder:
                 self.first_byte_at = event.time
             self.model = event.model or self.model
             self.request_id = event.request_id
+            self.endpoint = event.endpoint  # the latest wins: a failover moves the request
             self.sdk_retries += event.retries
             self.attempt_starts.append(len(self.times))
             self.status = "streaming"
@@ -525,6 +532,148 @@ class RequestRecorder:
         # Chunks before the first accepted attempt cannot exist; pad defensively.
         out[:0] = [1] * (len(self.times) - len(out))
         return out
+
+    # -- moving a log between processes ---------------------------------------------------------
+
+    def to_record(self) -> dict[str, Any]:
+        """The log as a compact dict of builtins, to send to another process or machine.
+
+        Every slot travels (fields added later too): ``array`` columns as raw bytes (their type
+        codes under ``"_arrays"``), the error as its class name and fields, retries as tuples,
+        usage as a dict. A request of ``n`` chunks pickles to about ``16·n`` bytes plus a few
+        hundred; :meth:`from_record` rebuilds it.
+        """
+        record: dict[str, Any] = {"_byteorder": sys.byteorder}
+        arrays: dict[str, str] = {}
+        for name in _RECORD_SLOTS:
+            value = getattr(self, name)
+            if isinstance(value, array):
+                arrays[name] = value.typecode
+                value = value.tobytes()
+            elif name == "error":
+                value = None if value is None else _error_record(value)
+            elif name == "usage":
+                value = None if value is None else dataclasses.asdict(value)
+            elif name == "retries":
+                value = [dataclasses.astuple(r) for r in value]
+            elif isinstance(value, list | dict):
+                value = value.copy()
+            record[name] = value
+        record["_arrays"] = arrays
+        return record
+
+    @classmethod
+    def from_record(
+        cls,
+        record: Mapping[str, Any],
+        *,
+        shift: float = 0.0,
+        collector: MetricsCollector | None = None,
+    ) -> RequestRecorder:
+        """Rebuild a recorder from :meth:`to_record`, its absolute times moved by ``shift``.
+
+        Args:
+            record: what :meth:`to_record` returned (possibly in another process). Keys this
+                version does not know are ignored, missing ones keep their defaults, so logs
+                travel between slightly different versions.
+            shift: seconds added to every absolute time (send, first byte, chunks, retries,
+                end, creation), to put another process's ``perf_counter`` clock on this one's.
+                Durations (render lags) are not moved.
+            collector: the collector the recorder reports to (its id is kept as recorded; use
+                :meth:`MetricsCollector.add_records` to append with new ids).
+        """
+        rec = cls(
+            int(record["id"]),
+            record.get("label"),
+            created=float(record.get("created", 0.0)),
+            tags=record.get("tags"),
+            collector=collector,
+        )
+        arrays: Mapping[str, str] = record.get("_arrays", {})
+        swap = record.get("_byteorder", sys.byteorder) != sys.byteorder
+        for name in _RECORD_SLOTS:
+            if name in ("id", "label", "created", "tags") or name not in record:
+                continue
+            value = record[name]
+            if name in arrays and value is not None:
+                column = array(arrays[name])
+                column.frombytes(value)
+                if swap:
+                    column.byteswap()
+                value = column
+            elif name == "error":
+                value = None if value is None else _error_from_record(value)
+            elif name == "usage":
+                value = None if value is None else _usage_from_record(value)
+            elif name == "retries":
+                value = [RetryRecord(*r) for r in value]
+            elif isinstance(value, list | dict):
+                value = value.copy()
+            setattr(rec, name, value)
+        if shift:
+            rec._shift(shift)
+        return rec
+
+    def _shift(self, seconds: float) -> None:
+        for name in _TIME_SLOTS:
+            value = getattr(self, name)
+            if value is not None:
+                setattr(self, name, value + seconds)
+        self.times = array("d", [t + seconds for t in self.times])
+        self.retries = [dataclasses.replace(r, time=r.time + seconds) for r in self.retries]
+
+
+# Every slot but the collector link travels in a record. The absolute times among them are named
+# here, for the clock shift: a new slot holding a time must be added to _TIME_SLOTS.
+_RECORD_SLOTS = tuple(name for name in RequestRecorder.__slots__ if name != "_collector")
+_TIME_SLOTS = ("created", "sent_at", "first_byte_at", "ended_at")
+_ERROR_FIELDS = ("url", "status_code", "retry_after", "code")
+
+
+def _error_record(error: StreamkitError) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "kind": error.kind,
+        "message": error.message,
+        "partial_text": error.partial_text,
+    }
+    for name in _ERROR_FIELDS:
+        value = getattr(error, name, None)
+        if value is not None:
+            record[name] = value
+    return record
+
+
+def _error_from_record(record: Mapping[str, Any]) -> StreamkitError:
+    """The typed error again: the class of that name in :mod:`streamkit.errors`, else the root."""
+    from . import errors
+
+    kind = str(record.get("kind", ""))
+    found = getattr(errors, kind, None) if kind in errors.__all__ else None
+    cls = found if isinstance(found, type) and issubclass(found, StreamkitError) else StreamkitError
+    message = str(record.get("message", ""))
+    url = record.get("url")
+    partial = str(record.get("partial_text", ""))
+    if issubclass(cls, APIStatusError):
+        return cls(
+            message,
+            status_code=int(record.get("status_code", 0)),
+            url=url,
+            retry_after=record.get("retry_after"),
+            code=record.get("code"),
+            partial_text=partial,
+        )
+    try:
+        return cls(message, url=url, partial_text=partial)
+    except TypeError:
+        # A class with its own constructor (UnpricedModelError): keep the class and the fields.
+        error = cls.__new__(cls)
+        StreamkitError.__init__(error, message, url=url, partial_text=partial)
+        return error
+
+
+def _usage_from_record(record: Mapping[str, Any]) -> Usage:
+    names = {f.name for f in dataclasses.fields(Usage)}
+    return Usage(**{k: v for k, v in record.items() if k in names})
 
 
 # -- per-request metrics -----------------------------------------------------------------------
@@ -1028,6 +1177,7 @@ _REQUEST_DTYPES: dict[str, str] = {
     "retry_causes": "str",
     "render_lag_mean": "float64",
     "render_lag_max": "float64",
+    "endpoint": "str",
 }
 _CHUNK_DTYPES: dict[str, str] = {
     "request": "int64",
@@ -1123,6 +1273,38 @@ class MetricsCollector:
         rec = request if isinstance(request, RequestRecorder) else self.requests[request]
         rec.record_render(lag_seconds)
 
+    def add_records(
+        self, records: Iterable[Mapping[str, Any]], *, shift: float = 0.0, **tags: object
+    ) -> list[RequestRecorder]:
+        """Append request logs made elsewhere (:meth:`RequestRecorder.to_record`), with new ids.
+
+        A default label (``"request <old id>"``) follows the new id, so labels stay unique.
+
+        Args:
+            records: the records, e.g. from another process's collector.
+            shift: seconds added to every absolute time, to put that process's ``perf_counter``
+                clock on this one's (see :mod:`streamkit.distributed`).
+            **tags: fields added to every request's tags, winning over the record's own (e.g.
+                ``worker="tcp://10.0.0.5:40123"``).
+
+        Returns:
+            The new recorders, in order.
+        """
+        added: list[RequestRecorder] = []
+        for record in records:
+            rec = RequestRecorder.from_record(record, shift=shift, collector=self)
+            default_label = rec.label == f"request {rec.id}"
+            rec.id = len(self.requests)
+            if default_label:
+                rec.label = f"request {rec.id}"
+            rec.tags.update(tags)
+            self.requests.append(rec)
+            self._finished += rec.finished
+            added.append(rec)
+        if added:
+            self._poke()
+        return added
+
     # -- live state (cheap, for views) ----------------------------------------------------------
 
     def subscribe(self, callback: Callable[[], None]) -> Callable[[], None]:
@@ -1181,6 +1363,9 @@ class MetricsCollector:
     def requests_df(self, slo: SLO | None = None) -> pd.DataFrame:
         """One row per request; times in seconds relative to :attr:`origin`.
 
+        ``endpoint`` names the endpoint that served the request when a
+        :class:`~streamkit.balance.LoadBalancer` routed it (the last one, after a failover).
+
         Args:
             slo: when given, adds a boolean ``good`` column (completed within every objective).
         """
@@ -1188,7 +1373,7 @@ class MetricsCollector:
 
         origin = self.origin or 0.0
         rows = []
-        for m in self.request_metrics():
+        for rec, m in zip(self.requests, self.request_metrics(), strict=True):
             row: dict[str, object] = {
                 "request": m.id,
                 "label": m.label,
@@ -1218,6 +1403,7 @@ class MetricsCollector:
                 "retry_causes": ";".join(m.retry_causes) or None,
                 "render_lag_mean": m.render_lag_mean,
                 "render_lag_max": m.render_lag_max,
+                "endpoint": rec.endpoint,
             }
             for key, value in m.tags.items():
                 row.setdefault(key, value)

@@ -81,3 +81,41 @@ def test_bad_options_exit_2_naming_the_option(args: list[str], message: str) -> 
     done = bench(*args, "--base-url", "http://127.0.0.1:9/v1", "--model", "m")
     assert done.returncode == 2
     assert message in done.stderr and done.stdout == ""
+
+
+def test_several_base_urls_are_routed_across(server: RunningServer, tmp_path: Path) -> None:
+    from streamkit import serve_in_thread
+
+    with serve_in_thread() as second:
+        out = tmp_path / "r.csv"
+        done = bench(
+            "--base-url", server.base_url, "--base-url", second.base_url, "--model", "sim-small",
+            "--num-requests", "12", "--concurrency", "4", "--max-tokens", "4",
+            "--extra-body", FAST, "--output", str(out),
+        )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "2 endpoints, round_robin" in done.stdout
+    served = pd.read_csv(out)["endpoint"].value_counts().to_dict()
+    hosts = {u.split("/")[2] for u in (server.base_url, second.base_url)}
+    assert served == dict.fromkeys(hosts, 6)
+
+
+@pytest.mark.slow
+def test_workers_split_the_load_over_dask_processes(server: RunningServer, tmp_path: Path) -> None:
+    out = tmp_path / "r.csv"
+    done = bench(
+        "--base-url", server.base_url, "--model", "sim-small", "--workers", "2",
+        "--num-requests", "10", "--concurrency", "4", "--max-tokens", "4",
+        "--extra-body", FAST, "--output", str(out), "--json",
+        timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["completed"] == 10 and report["processes"] == 2
+    df = pd.read_csv(out)
+    assert df["worker"].nunique() == 2 and len(df) == 10
+
+
+def test_routing_and_workers_do_not_mix() -> None:
+    done = bench("--base-url", "http://a:1/v1", "--base-url", "http://b:1/v1", "--workers", "2")
+    assert done.returncode == 2 and "not both" in done.stderr

@@ -92,6 +92,8 @@ def test_burstiness_changes_the_spread_not_the_rate() -> None:
         ({"prompts": "one string"}, "not one string"),
         ({"prompts": ()}, "non-empty"),
         ({"num_requests": True}, "num_requests=True is invalid"),
+        ({"prompts": ("ok", 42)}, r"prompts\[1\]: expected a string"),
+        ({"start": -1}, "start=-1 is invalid"),
     ],
 )
 def test_a_bad_spec_names_the_field(kwargs: dict[str, Any], message: str) -> None:
@@ -106,9 +108,11 @@ def test_shards_add_up_to_the_spec() -> None:
     assert sum(s.concurrency or 0 for s in shards) == 9
     assert sum(s.warmup for s in shards) == 5
     assert sum(s.request_rate or 0 for s in shards) == pytest.approx(30.0)
-    assert [s.seed for s in shards] == [7, 8, 9, 10]
-    # Every shard asks the same prompts in the same order, as the whole spec would.
-    assert {s.prompt(3) for s in shards} == {spec.prompt(3)}
+    # Shards start where the one before ends: together they ask the whole spec's prompts.
+    assert [s.start for s in shards] == [0, 26, 51, 76]
+    asked = [s.prompt(i) for s in shards for i in range(s.num_requests)]
+    assert asked == [spec.prompt(i) for i in range(101)]
+    assert len({s.arrival_seed for s in shards}) == 4
     with pytest.raises(sk.UsageError, match="cannot split 101 requests into 200"):
         spec.shard(200)
 

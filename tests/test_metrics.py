@@ -394,8 +394,9 @@ def test_requests_df_columns_and_dtypes() -> None:
     for col in ("ttft", "tpot", "e2e", "ttfb", "sent_at", "itl_mean"):
         assert df[col].dtype == "float64", col
     assert df["prompt_tokens"].dtype == "Int64"
-    for col in ("label", "status", "output_tokens_source", "error"):
+    for col in ("label", "status", "output_tokens_source", "error", "endpoint"):
         assert pd.api.types.is_string_dtype(df[col]), col
+    assert df["endpoint"].isna().all()  # no LoadBalancer named one
     assert list(df["speed"]) == [50, 5]  # tags become columns
     assert df.loc[0, "sent_at"] == 0.0 and df.loc[1, "sent_at"] == pytest.approx(0.1)
     assert math.isnan(df.loc[1, "tpot"])

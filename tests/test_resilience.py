@@ -1,8 +1,9 @@
 """Retry, resume and timeouts against the bundled server, with faults from docs/protocol.md.
 
 Every scenario runs over real loopback sockets, on each transport that can carry it: the openai
-SDK's SSE (``sse``), streamkit's own SSE over httpx2 (``generic-sse``) and the WebSocket
-(``ws``). A fault-free run of the same request (same prompt and seed) is the reference text.
+SDK's SSE (``sse``), streamkit's own SSE over httpx2 (``generic-sse``) and over asyncio +
+httptools (``fast-sse``), and the WebSocket (``ws``). A fault-free run of the same request
+(same prompt and seed) is the reference text.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from streamkit.server import RunningServer
 
 pytestmark = pytest.mark.anyio
 
-TRANSPORTS = ["sse", "generic-sse", "ws"]
+TRANSPORTS = ["sse", "generic-sse", "fast-sse", "ws"]
 SIM = {"ttft": 0.0, "tokens_per_second": 400, "length": 30, "jitter": 0.0}
 FAST = sk.RetryPolicy(max_attempts=4, base_delay=0.01, max_delay=0.05)
 PROMPT = "Explain how a dropped stream resumes"

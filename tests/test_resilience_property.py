@@ -1,11 +1,11 @@
 """Property: across random fault plans, a resumable stream ends with exactly the fault-free text.
 
-1,200 seeded-random fault plans (0–3 faults of every kind from docs/protocol.md, with and without
+1,600 seeded-random fault plans (0–3 faults of every kind from docs/protocol.md, with and without
 ``attempts``) run against the bundled server, 400 on each transport (the openai SDK's SSE,
-httpx2 SSE, WebSocket) and in each client mode (resume by id; restart without ids; raise without
-ids). For every plan an independent oracle, written from docs/protocol.md alone, predicts the
-outcome: which attempt succeeds, or which typed error ends the stream and how many tokens it
-kept. Each run must then
+httpx2 SSE, asyncio + httptools SSE, WebSocket) and in each client mode (resume by id; restart
+without ids; raise without ids). For every plan an independent oracle, written from
+docs/protocol.md alone, predicts the outcome: which attempt succeeds, or which typed error ends
+the stream and how many tokens it kept. Each run must then
 
 - when the oracle says it recovers: end ``completed`` with exactly the fault-free text (no token
   duplicated, none lost) after exactly the predicted number of attempts (the policy allows
@@ -35,7 +35,7 @@ pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 SEED = 20250611
 RUNS_PER_TRANSPORT = 400
-TRANSPORTS = ("sse", "generic-sse", "ws")
+TRANSPORTS = ("sse", "generic-sse", "fast-sse", "ws")
 MAX_ATTEMPTS = 6
 IDLE = 1.0  # the idle timeout; a "long" stall exceeds it, a short one is far below it
 LONG_STALL, SHORT_STALL = 4.0, 0.02
@@ -223,7 +223,7 @@ async def test_random_fault_plans_recover_exactly_or_fail_typed(server: RunningS
     slots = asyncio.Semaphore(CONCURRENCY)
     shared = {
         (t, m): client_for(server, Plan(t, m, 1, []))
-        for t in ("sse", "generic-sse")
+        for t in ("sse", "generic-sse", "fast-sse")
         for m in ("resume", "restart", "raise")
     }
 

@@ -22,6 +22,7 @@ import openai
 import pytest
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
+import streamkit as sk
 from streamkit.errors import UsageError
 from streamkit.server import (
     MODELS,
@@ -661,6 +662,34 @@ async def test_stop_ends_open_streams_cleanly(caplog: pytest.LogCaptureFixture) 
     assert received.endswith(b"\r\n0\r\n\r\n") and b"[DONE]" not in received
     assert running.app.stats.streams_aborted == 1 and running.app.stats.active_streams == 0
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def test_set_failing_answers_the_status_until_switched_back() -> None:
+    with serve_in_thread(models={"sim-small": SMALL}) as running:
+        models = httpx.get(running.base_url + "/models").json()["data"]
+        assert [m["id"] for m in models] == ["sim-small"]  # not the default two
+        running.set_failing(503, retry_after=2)
+        assert running.failing == 503
+        listing = httpx.get(running.base_url + "/models")
+        assert listing.status_code == 503 and listing.headers["retry-after"] == "2"
+        assert listing.json()["error"]["code"] == "overloaded"
+        chat = httpx.post(running.base_url + "/chat/completions", json=_body(stream=True))
+        error = chat.json()["error"]
+        assert chat.status_code == 503 and error["type"] == "server_error"
+        assert "set_failing" in error["message"]
+        assert httpx.get(running.url + "/health").status_code == 200  # the process is up
+        # WebSocket streams are refused the same way.
+        ws = sk.Client(running.base_url, model="sim-small", transport="ws", retry=None)
+        with pytest.raises(sk.ServerError) as info:
+            ws.chat_sync("hello", view=None)
+        assert info.value.status_code == 503
+        running.set_failing(429)
+        assert httpx.get(running.base_url + "/models").status_code == 429
+        running.set_failing(None)
+        assert running.failing is None
+        assert httpx.post(running.base_url + "/chat/completions", json=_body()).status_code == 200
+        with pytest.raises(UsageError, match="429 or 500-599"):
+            running.set_failing(404)
 
 
 def test_default_server_is_one_lazy_singleton() -> None:

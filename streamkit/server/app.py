@@ -16,7 +16,8 @@ streams. The module is layered so the logic is testable without a socket:
 - I/O (:class:`App`): routing, auth, limits (:mod:`.limits`), admission (attempt counting and
   status faults, shared with the WebSocket endpoint in :mod:`.ws`), and the SSE framing of
   :func:`~.produce.produce`, which paces every stream on one shared :class:`~.pacer.Pacer` and
-  fires stream faults.
+  fires stream faults; with the optional capacity model (:mod:`.capacity`), in a bounded batch
+  sharing a decode rate.
 
 Routes: ``GET /health``, ``GET /v1/models``, ``GET /v1/models/{id}``,
 ``POST /v1/chat/completions`` (``Last-Event-ID`` resumes a stream), and the WebSocket endpoint
@@ -39,6 +40,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping, M
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
+from .capacity import Batch
 from .faults import (
     AttemptCounter,
     Drop,
@@ -133,6 +135,10 @@ class ServerStats:
         ws_streams_completed: WebSocket streams that sent ``end``.
         ws_streams_cancelled: WebSocket streams stopped by ``chat.cancel``.
         ws_active_streams: WebSocket streams in progress now.
+        queued: completions waiting for a place in the batch now (``max_batch``; always 0
+            without a capacity model).
+        running: completions in the batch now, streamed or not, over HTTP or WebSocket
+            (counted only with a capacity model: ``max_batch`` or ``decode_capacity``).
     """
 
     requests: int = 0
@@ -152,6 +158,8 @@ class ServerStats:
     ws_streams_completed: int = 0
     ws_streams_cancelled: int = 0
     ws_active_streams: int = 0
+    queued: int = 0
+    running: int = 0
 
     def snapshot(self) -> dict[str, int]:
         """The counters as a plain dict (a copy)."""
@@ -223,6 +231,24 @@ def _shutting_down() -> RequestError:
         type="server_error",
         code="server_shutting_down",
     )
+
+
+def _failing_error(status: int, retry_after: float | None) -> RequestError:
+    """The error a server switched to failing (:meth:`App.set_failing`) answers with."""
+    if status == 429:
+        kind, code = "requests", "rate_limit_exceeded"
+        message = "Rate limit reached for requests. Please try again later."
+    elif status == 503:
+        kind, code = "server_error", "overloaded"
+        message = "The server is overloaded or not ready yet."
+    else:
+        kind, code = "server_error", "server_error"
+        message = "The server had an error while processing your request."
+    # Say it was asked for, so nobody debugs a real outage that was switched on.
+    note = " (switched on with set_failing"
+    if retry_after is not None:
+        note += f"; retry after {retry_after:g} s"
+    return RequestError(status, message + note + ")", type=kind, code=code, retry_after=retry_after)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1129,6 +1155,12 @@ class App:
             ``Retry-After``. ``None``: unlimited.
         max_body_bytes: the largest request body (and WebSocket message) accepted; larger get
             413.
+        max_batch: the most completions generating at once, over every caller (vLLM's
+            ``max_num_seqs``); later ones wait in line, first come first served, and their time
+            to first token counts from when they get a place. ``None``: no limit.
+        decode_capacity: decode tokens per second shared by the running batch: a stream's
+            gap is at least ``running / decode_capacity``. ``None``: each stream keeps its
+            model's rate. See :mod:`.capacity`.
 
     A caller is the bearer token a request carries, or its client address when it carries none
     (:func:`caller_of`).
@@ -1137,6 +1169,8 @@ class App:
         stats: live counters (:class:`ServerStats`).
         models: the models on offer, by id.
         attempts: attempts counted per ``streamkit.attempt_key``.
+        batch: the capacity model (:class:`~.capacity.Batch`), or ``None`` when neither
+            ``max_batch`` nor ``decode_capacity`` is set.
     """
 
     def __init__(
@@ -1147,6 +1181,8 @@ class App:
         max_concurrent_streams: int | None = None,
         requests_per_minute: int | None = None,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        max_batch: int | None = None,
+        decode_capacity: float | None = None,
     ) -> None:
         self._api_key = api_key.encode() if api_key is not None else None
         self.models: dict[str, SimModel] = dict(MODELS if models is None else models)
@@ -1168,9 +1204,19 @@ class App:
         self._rate = RateLimiter(requests_per_minute) if requests_per_minute else None
         self.attempts = AttemptCounter()
         self.stats = ServerStats()
+        self.max_batch = max_batch
+        self.decode_capacity = decode_capacity
+        # Off by default, and then no request or token does any capacity work.
+        self.batch = (
+            Batch(max_batch, decode_capacity, self.stats)
+            if max_batch is not None or decode_capacity is not None
+            else None
+        )
         self._pacer: Pacer | None = None
         self._inflight: set[asyncio.Task[Any]] = set()
         self._closing = False
+        # (status, retry_after) while switched to failing; read once per request, never per token
+        self._failing: tuple[int, float | None] | None = None
         # ws.py builds on this module (validation, admission, wire formats), so it is imported
         # here rather than at the top, where it would be a cycle.
         from .ws import WebSocketEndpoint
@@ -1186,6 +1232,34 @@ class App:
     def closing(self) -> bool:
         """Whether the server is shutting down (new replies get 503)."""
         return self._closing
+
+    @property
+    def failing(self) -> int | None:
+        """The status the API routes answer with while switched to failing, else None."""
+        return self._failing[0] if self._failing is not None else None
+
+    def set_failing(self, status: int | None = 503, *, retry_after: float | None = None) -> None:
+        """Make ``/v1/models`` and every completion (HTTP and WebSocket) answer ``status``.
+
+        A runtime switch for health checks and failover: the server stays up and answers
+        quickly, with an OpenAI-style error body, until switched back with ``None``. Streams
+        already in progress go on. Safe to call from any thread (one attribute store).
+
+        Args:
+            status: 429 or a 5xx status; None to serve normally again.
+            retry_after: seconds sent as ``Retry-After`` with each refusal, if given.
+
+        Raises:
+            ValueError: a status other than 429 or 500-599, or a bad ``retry_after``.
+        """
+        if status is None:
+            self._failing = None
+            return
+        if not _is_int(status) or not (status == 429 or 500 <= status <= 599):
+            raise ValueError(f"status must be 429 or 500-599, or None (got {status!r})")
+        if retry_after is not None and not (_is_number(retry_after) and 0 <= retry_after <= 3600):
+            raise ValueError(f"retry_after must be seconds from 0 to 3600 (got {retry_after!r})")
+        self._failing = (status, retry_after)
 
     def pacer(self) -> Pacer:
         """The pacer of the running loop (made on first use, and again if the loop changes)."""
@@ -1211,11 +1285,12 @@ class App:
     def admit(self, req: ChatRequest, caller: str) -> Iterator[Admission]:
         """Let a validated completion in, or refuse it, for HTTP and WebSocket alike.
 
-        In order: shutting down (503), the caller's concurrency limit (429), its requests per
-        minute (429, recorded only when admitted), then the attempt is counted for its
-        ``attempt_key`` and a ``status`` fault that applies answers instead (counted as an
-        attempt, so a retry can succeed). The request then holds one of the caller's
-        concurrency slots until :meth:`Admission.release`, or the end of the ``with`` body.
+        In order: shutting down (503), switched to failing (:meth:`set_failing`), the
+        caller's concurrency limit (429), its requests per minute (429, recorded only when
+        admitted), then the attempt is counted for its ``attempt_key`` and a ``status`` fault
+        that applies answers instead (counted as an attempt, so a retry can succeed). The
+        request then holds one of the caller's concurrency slots until
+        :meth:`Admission.release`, or the end of the ``with`` body.
 
         Args:
             req: the validated request.
@@ -1229,6 +1304,8 @@ class App:
         """
         if self._closing:
             raise _shutting_down()
+        if (failing := self._failing) is not None:  # one read: another thread sets it
+            raise _failing_error(*failing)
         stats = self.stats
         concurrency = self._concurrency
         if concurrency is not None and concurrency.full(caller):
@@ -1308,10 +1385,14 @@ class App:
                 await self._json(send, 200, {"status": "ok"}, request_id)
             elif path == "/v1/models":
                 self._allow(method, "GET", path)
+                if (failing := self._failing) is not None:  # one read: another thread sets it
+                    raise _failing_error(*failing)
                 cards = [_model_card(m) for m in self.models.values()]
                 await self._json(send, 200, {"object": "list", "data": cards}, request_id)
             elif path.startswith("/v1/models/"):
                 self._allow(method, "GET", path)
+                if (failing := self._failing) is not None:  # one read: another thread sets it
+                    raise _failing_error(*failing)
                 model = self.models.get(path[len("/v1/models/") :])
                 if model is None:
                     raise RequestError(
@@ -1443,7 +1524,20 @@ class App:
         reached = stream_faults(admission.faults, 0, len(plan.pieces))
         stall = sum(f.seconds for f in reached if isinstance(f, Stall))
         due = (plan.offsets[-1] if plan.offsets else 0.0) + stall
-        await self.pacer().wait_until(t0 + due)
+        batch = self.batch
+        if batch is None:
+            await self.pacer().wait_until(t0 + due)
+        else:
+            # The reply is generated in the batch (after waiting in line for a place), and its
+            # gaps are stretched to the decode share it gets as it starts.
+            granted = await batch.enter()
+            try:
+                offsets = plan.offsets
+                if offsets:
+                    due += batch.stretch(offsets[-1] - offsets[0], len(offsets) - 1)
+                await self.pacer().wait_until((t0 if granted is None else granted) + due)
+            finally:
+                batch.leave()
         if any(isinstance(f, Drop) for f in reached):
             self.stats.faults_injected += 1
             transport = transport_of(send)
@@ -1527,6 +1621,7 @@ class App:
             faults=stream_faults(faults, start, len(plan.pieces)),
             pacer=self.pacer(),
             stats=self.stats,
+            batch=self.batch,
         )
         if ending is Ending.DROPPED:
             await _forever()  # the connection is closing; the disconnect listener ends this
@@ -1547,6 +1642,8 @@ def create_app(
     max_concurrent_streams: int | None = None,
     requests_per_minute: int | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    max_batch: int | None = None,
+    decode_capacity: float | None = None,
 ) -> App:
     """Make the simulator's ASGI app.
 
@@ -1559,12 +1656,20 @@ def create_app(
         requests_per_minute: completions one caller may start in any 60 s; more get 429 with
             ``Retry-After``. ``None``: unlimited.
         max_body_bytes: the largest request body accepted (1 MiB by default); larger get 413.
+        max_batch: the capacity model's batch: the most completions generating at once, over
+            every caller; later ones wait in line (FIFO) and their time to first token includes
+            the wait. ``None`` (the default): no limit.
+        decode_capacity: the capacity model's decode rate: tokens per second shared by the
+            running batch (each stream's gap is at least ``running / decode_capacity``).
+            ``None`` (the default): every stream keeps its model's rate.
 
     Returns:
-        The app; its ``stats`` attribute holds live counters.
+        The app; its ``stats`` attribute holds live counters (``queued`` and ``running`` for
+        the capacity model).
 
     Raises:
-        ValueError: a limit that is not an integer >= 1.
+        ValueError: a limit that is not an integer >= 1, or a ``decode_capacity`` that is not
+            a number > 0.
     """
     return App(
         api_key=api_key,
@@ -1572,4 +1677,6 @@ def create_app(
         max_concurrent_streams=max_concurrent_streams,
         requests_per_minute=requests_per_minute,
         max_body_bytes=max_body_bytes,
+        max_batch=max_batch,
+        decode_capacity=decode_capacity,
     )

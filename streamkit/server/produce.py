@@ -9,6 +9,11 @@ and when a fault fires and what it does to the stream. Each wire supplies only i
 Pacing of a resume: a reconnect costs a time to first token, as on a real server, so the first
 resumed token is due the model's ``ttft`` after the request, and the ones after it keep the
 schedule's gaps.
+
+With a capacity model (:class:`~.capacity.Batch`), a stream first takes its place in the batch
+(waiting in line when it is full; the time to first token counts from when it gets one), and
+each gap is stretched to the batch's decode share when that is longer. It leaves the batch when
+it ends, whichever way (a fault, a cancellation, its client leaving).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from .faults import Drop, Malformed, NoDone, Stall, StreamFault
 
 if TYPE_CHECKING:
     from .app import ServerStats
+    from .capacity import Batch
     from .pacer import Pacer
 
 __all__ = ["MAX_BURST", "Ending", "Wire", "produce", "resume_base"]
@@ -75,6 +81,7 @@ async def produce(
     faults: Sequence[StreamFault],
     pacer: Pacer,
     stats: ServerStats,
+    batch: Batch | None = None,
 ) -> Ending:
     """Send tokens ``start`` onwards on ``wire``, each at its due time, firing ``faults``.
 
@@ -83,15 +90,40 @@ async def produce(
         pieces: the whole reply's tokens.
         offsets: when each token is due, in seconds after the request (the plan's schedule).
         start: the first token to send (``resume_after + 1`` on a resume, else 0).
-        t0: the request's arrival, in ``pacer.time()`` seconds.
+        t0: the request's arrival, in ``pacer.time()`` seconds (with a ``batch`` the request
+            waited for, the schedule counts from when it got its place instead).
         faults: the stream faults that fire in this attempt, ordered by position (from
             :func:`~.faults.stream_faults`).
         pacer: the server's shared clock.
         stats: counters; ``tokens_sent`` and ``faults_injected`` grow here.
+        batch: the server's capacity model, if it has one: the stream holds a place in it
+            (queueing first when it is full) until this returns or is cancelled.
 
     Returns:
         How the stream was left; the caller writes its end accordingly.
     """
+    if batch is None:
+        return await _produce(wire, pieces, offsets, start, t0, faults, pacer, stats, None)
+    granted = await batch.enter()
+    try:
+        # Waiting in line is part of the time to first token: the schedule starts afresh.
+        t0 = t0 if granted is None else granted
+        return await _produce(wire, pieces, offsets, start, t0, faults, pacer, stats, batch)
+    finally:
+        batch.leave()
+
+
+async def _produce(
+    wire: Wire,
+    pieces: Sequence[str],
+    offsets: Sequence[float],
+    start: int,
+    t0: float,
+    faults: Sequence[StreamFault],
+    pacer: Pacer,
+    stats: ServerStats,
+    batch: Batch | None,
+) -> Ending:
     wait_until = pacer.wait_until
     emit = wire.token
     base = resume_base(t0, offsets, start)
@@ -101,6 +133,12 @@ async def produce(
     # The next position at which a fault fires; -1 when none is left (never equal to k).
     next_at = pending[-1].at if pending else -1
     burst = 0
+    # With a decode capacity, each gap is at least running / capacity, read as the gap starts
+    # (the previous token has just gone out). Without one this stays None: one test per token.
+    capped: Batch | None = None
+    capacity = 0.0
+    if batch is not None and batch.decode_capacity is not None:
+        capped, capacity = batch, batch.decode_capacity
     for k in range(start, n + 1):
         while k == next_at:
             fault = pending.pop()
@@ -119,6 +157,11 @@ async def produce(
                 return Ending.DROPPED
         if k == n:
             break
+        if capped is not None and k > start:
+            share = capped.running / capacity
+            gap = offsets[k] - offsets[k - 1]
+            if share > gap:
+                base += share - gap  # this and every later token moves back by the difference
         if await wait_until(base + offsets[k]):
             burst = 0
         else:

@@ -15,6 +15,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from types import TracebackType
 
 import uvicorn
@@ -22,6 +23,7 @@ from uvicorn.config import LOGGING_CONFIG
 
 from ..errors import UsageError
 from .app import DEFAULT_MAX_BODY_BYTES, App, create_app
+from .models import SimModel
 
 __all__ = ["RunningServer", "default_server", "run_server", "serve_in_thread"]
 
@@ -83,13 +85,19 @@ def _make_app(
     max_concurrent_streams: int | None,
     requests_per_minute: int | None,
     max_body_bytes: int,
+    models: Mapping[str, SimModel] | None = None,
+    max_batch: int | None = None,
+    decode_capacity: float | None = None,
 ) -> App:
     try:
         return create_app(
             api_key=api_key,
+            models=models,
             max_concurrent_streams=max_concurrent_streams,
             requests_per_minute=requests_per_minute,
             max_body_bytes=max_body_bytes,
+            max_batch=max_batch,
+            decode_capacity=decode_capacity,
         )
     except ValueError as exc:
         raise UsageError(f"cannot start the simulator: {exc}") from exc
@@ -156,6 +164,30 @@ class RunningServer:
         """Whether the server thread is serving."""
         return not self._stopped and self._thread.is_alive()
 
+    @property
+    def failing(self) -> int | None:
+        """The status the API routes answer with while switched to failing, else None."""
+        return self.app.failing
+
+    def set_failing(self, status: int | None = 503, *, retry_after: float | None = None) -> None:
+        """Make ``/v1/models`` and new completions answer ``status`` until switched back.
+
+        For health checks and failover: ``set_failing(503)`` takes the server "down" while it
+        keeps answering quickly (an OpenAI-style error body); ``set_failing(None)`` brings it
+        back. Streams in progress go on; ``/health`` stays 200. Callable from any thread.
+
+        Args:
+            status: 429 or a 5xx status; None to serve normally again.
+            retry_after: seconds to send as ``Retry-After`` with each refusal, if any.
+
+        Raises:
+            UsageError: a status other than 429 or 500-599, or a bad ``retry_after``.
+        """
+        try:
+            self.app.set_failing(status, retry_after=retry_after)
+        except ValueError as exc:
+            raise UsageError(f"set_failing: {exc}") from exc
+
     def stop(self) -> None:
         """Stop serving: close connections, end the thread, close the socket. Idempotent."""
         with self._lock:
@@ -197,6 +229,9 @@ def serve_in_thread(
     max_concurrent_streams: int | None = None,
     requests_per_minute: int | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    models: Mapping[str, SimModel] | None = None,
+    max_batch: int | None = None,
+    decode_capacity: float | None = None,
 ) -> RunningServer:
     """Start the simulator in a daemon thread and return once it accepts connections.
 
@@ -209,15 +244,30 @@ def serve_in_thread(
         requests_per_minute: completions one caller may start in any 60 s; more get 429 with
             ``Retry-After``. ``None``: unlimited.
         max_body_bytes: the largest request body accepted (1 MiB by default); larger get 413.
+        models: the models to offer, by id (default :data:`~.models.MODELS`); e.g. a slow
+            one: ``{"sim-small": dataclasses.replace(MODELS["sim-small"], ttft=0.5)}``.
+        max_batch: capacity model: the most completions generating at once (all callers);
+            later ones wait in line, FIFO, and their TTFT includes the wait. ``None``: no limit.
+        decode_capacity: capacity model: decode tokens per second shared by the running batch.
+            ``None``: each stream keeps its model's rate.
 
     Returns:
         The running server; call ``.stop()`` (or use ``with``) when done.
 
     Raises:
-        UsageError: the address cannot be bound, or a limit is not an integer >= 1.
+        UsageError: the address cannot be bound, a limit is not an integer >= 1, ``models``
+            is empty, or ``decode_capacity`` is not a number > 0.
         RuntimeError: the server did not start within 10 seconds.
     """
-    app = _make_app(api_key, max_concurrent_streams, requests_per_minute, max_body_bytes)
+    app = _make_app(
+        api_key,
+        max_concurrent_streams,
+        requests_per_minute,
+        max_body_bytes,
+        models,
+        max_batch,
+        decode_capacity,
+    )
     sock = _bind(host, port)
     server = _Server(_config(app, configure_logging=False), app)
     failure: list[BaseException] = []
@@ -287,6 +337,8 @@ def run_server(
     max_concurrent_streams: int | None = None,
     requests_per_minute: int | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    max_batch: int | None = None,
+    decode_capacity: float | None = None,
 ) -> None:
     """Serve in the foreground until interrupted (``streamkit serve``).
 
@@ -297,10 +349,13 @@ def run_server(
         max_concurrent_streams: completions one caller may have in progress (429 beyond).
         requests_per_minute: completions one caller may start in any 60 s (429 beyond).
         max_body_bytes: the largest request body accepted (413 beyond).
+        max_batch: capacity model: the most completions generating at once (FIFO queue beyond).
+        decode_capacity: capacity model: decode tokens per second the running batch shares.
 
     Raises:
         UsageError: a non-loopback host without an API key, a limit that is not an integer
-            >= 1, or an address that cannot be bound.
+            >= 1, a ``decode_capacity`` that is not a number > 0, or an address that cannot
+            be bound.
         KeyboardInterrupt: on Ctrl-C, after a clean shutdown (uvicorn re-raises the signal).
     """
     if not _is_loopback(host) and not api_key:
@@ -308,7 +363,14 @@ def run_server(
             f"refusing to serve on {host} without an API key: anyone who can reach this machine "
             "could use the server. Pass --api-key KEY, or bind to 127.0.0.1."
         )
-    app = _make_app(api_key, max_concurrent_streams, requests_per_minute, max_body_bytes)
+    app = _make_app(
+        api_key,
+        max_concurrent_streams,
+        requests_per_minute,
+        max_body_bytes,
+        max_batch=max_batch,
+        decode_capacity=decode_capacity,
+    )
     sock = _bind(host, port)
     bound = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
@@ -318,6 +380,8 @@ def run_server(
         for name, value in (
             ("max concurrent streams", max_concurrent_streams),
             ("requests/minute", requests_per_minute),
+            ("max batch", max_batch),
+            ("decode capacity (tok/s)", decode_capacity),
         )
         if value is not None
     )

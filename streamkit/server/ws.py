@@ -339,6 +339,7 @@ class _Session:
                         faults=stream_faults(admission.faults, start, len(plan.pieces)),
                         pacer=app.pacer(),
                         stats=stats,
+                        batch=app.batch,
                     )
                     admission.release()  # before the end goes out: see Admission.release
                     if ending is Ending.FINISHED:

@@ -1,0 +1,668 @@
+"""Routing across endpoints: one client face over several OpenAI-compatible servers.
+
+:class:`LoadBalancer` spreads chats over endpoints (replicas of a model: several vLLM or Ollama
+servers, bundled simulators) and keeps them flowing when one of them fails::
+
+    lb = sk.LoadBalancer(["http://gpu-a:8000/v1", "http://gpu-b:8000/v1"], model="llama")
+    async with lb:
+        result = await lb.chat("Explain SSE", conversation_id="user-42")
+        lb.stats_df()  # one row per endpoint
+
+It has the face of a :class:`~streamkit.client.Client` (``events()``, ``chat()``,
+``start_chat()``, ``.model``, ``.base_url``), so anything that drives a client drives a balancer.
+(:class:`~streamkit.experiments.Router` picks a *model* per prompt; this picks an *endpoint*.)
+
+Decisions, written down once:
+
+- **Strategies.** ``round_robin`` takes the healthy endpoints in turn; ``least_outstanding``
+  takes the one with the fewest requests in flight from this balancer (ties in turn), which sends
+  less to a slow endpoint because its requests stay outstanding longer.
+- **Sticky conversations.** ``conversation_id=`` keeps a conversation on one endpoint while it
+  is healthy (a server's prompt cache then holds its history); when that endpoint is out, or a
+  request of the conversation fails over, the conversation is pinned to the new one. The most
+  recent 10,000 conversations are remembered.
+- **Health.** A background task probes ``GET {base_url}/models`` (served by vLLM, Ollama,
+  llama.cpp and OpenAI alike) every ``health_interval`` seconds. Health is reachability: a probe
+  fails on a connection error, a timeout or a 5xx; any other answer (a 4xx from a server without
+  the route, say) proves the server is up. Requests count too (passive checks): a connection
+  error or a 5xx is a failure, an accepted stream a success. ``unhealthy_after`` failures in a
+  row take an endpoint out; ``healthy_after`` successes in a row bring it back.
+- **All endpoints out.** A request raises :class:`NoHealthyEndpointError` (a
+  :class:`~streamkit.errors.ConnectError`) naming each endpoint and why it is out, at once,
+  rather than trying one that is known to be failing: the caller learns the truth without
+  waiting for timeouts, and the probes bring endpoints back as soon as they answer.
+- **Failover** only before the first content token. An attempt that fails before it with a
+  retryable error (connection refused, 429, 5xx, first-token timeout, a stream cut before
+  content) is sent to another healthy endpoint it has not tried, with a
+  :class:`~streamkit.events.StreamRetry` (delay 0) so metrics count it; the endpoint client's
+  own retry would have waited a backoff and asked the same server again. With no such endpoint
+  left (or ``max_failovers`` used), the client's own retry goes on, or its error is raised.
+  After the first token there is no failover: the text so far came from one server, and another
+  server cannot continue it. The endpoint's client resumes the stream itself where the server
+  numbers its tokens, or raises the typed error with the partial text. Tokens are never
+  duplicated or lost.
+- **Attribution.** Every :class:`~streamkit.events.StreamStart` names the endpoint that accepted
+  the attempt (``StreamStart.endpoint``); a :class:`~streamkit.metrics.MetricsCollector`
+  exports it as the ``endpoint`` column.
+- **Event loops.** Routing state is shared and locked, so the balancer may be used from several
+  loops (threads). The health task runs on the loop that first used the balancer; when that
+  loop ends, the next use starts it on the caller's loop. ``aclose()`` stops it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, cast
+
+import httpx2
+
+from .client import ChatTask, Client, Prompt, Transport, ViewArg, _ChatRun, _resolve_view
+from .errors import ConnectError, ServerError, StreamkitError, UsageError
+from .events import Event, StreamRetry, StreamStart, TokenDelta
+from .retry import NEVER_RETRIED
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from .result import StreamResult
+    from .state import ChatState
+
+__all__ = ["EndpointStats", "LoadBalancer", "NoHealthyEndpointError", "Strategy"]
+
+Strategy = Literal["round_robin", "least_outstanding"]
+_STRATEGIES = ("round_robin", "least_outstanding")
+_MAX_PINS = 10_000  # conversations remembered for sticky routing (least recently used go first)
+
+log = logging.getLogger(__name__)
+
+
+class NoHealthyEndpointError(ConnectError):
+    """Every endpoint of a :class:`LoadBalancer` is out; the message says why each one is.
+
+    Attributes:
+        endpoints: the names of the endpoints, all out.
+    """
+
+    def __init__(self, message: str, endpoints: Sequence[str]) -> None:
+        super().__init__(message)
+        self.endpoints = tuple(endpoints)
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointStats:
+    """One endpoint's routing state and counters, as :meth:`LoadBalancer.stats` reports them.
+
+    Attributes:
+        name: the endpoint's name (``ep0``… or the one given).
+        base_url: its API root.
+        healthy: whether it takes new requests.
+        outstanding: requests in flight on it now (from this balancer).
+        requests: attempts sent to it (a failover sends one request to several).
+        failures: failed health probes and failed requests (connection error or 5xx).
+        failovers_from: requests that failed on it before their first token and moved on.
+        ejections: times it was taken out.
+        restorations: times it was brought back.
+        last_error: the latest failure, in words, or None.
+    """
+
+    name: str
+    base_url: str
+    healthy: bool
+    outstanding: int
+    requests: int
+    failures: int
+    failovers_from: int
+    ejections: int
+    restorations: int
+    last_error: str | None
+
+
+class _Endpoint:
+    """One endpoint's client and mutable state (changed under the balancer's lock)."""
+
+    __slots__ = (
+        "client",
+        "ejections",
+        "fail_streak",
+        "failovers_from",
+        "failures",
+        "healthy",
+        "index",
+        "last_error",
+        "name",
+        "ok_streak",
+        "outstanding",
+        "owned",
+        "requests",
+        "restorations",
+    )
+
+    def __init__(self, index: int, name: str, client: Client, owned: bool) -> None:
+        self.index = index
+        self.name = name
+        self.client = client
+        self.owned = owned  # made here from a URL, so closed here
+        self.healthy = True  # until shown otherwise: a new balancer routes at once
+        self.outstanding = 0
+        self.requests = 0
+        self.failures = 0
+        self.failovers_from = 0
+        self.ejections = 0
+        self.restorations = 0
+        self.fail_streak = 0
+        self.ok_streak = 0
+        self.last_error: str | None = None
+
+    def stats(self) -> EndpointStats:
+        return EndpointStats(
+            self.name,
+            self.client.base_url,
+            self.healthy,
+            self.outstanding,
+            self.requests,
+            self.failures,
+            self.failovers_from,
+            self.ejections,
+            self.restorations,
+            self.last_error,
+        )
+
+
+class LoadBalancer:
+    """Routes chats across several OpenAI-compatible endpoints, with health checks and failover.
+
+    See the module docstring for the routing, health and failover rules.
+
+    Args:
+        endpoints: the endpoints: :class:`~streamkit.client.Client` objects or base URLs, as a
+            list (named ``ep0``, ``ep1``…) or a mapping of name to client or URL.
+        strategy: ``"round_robin"`` or ``"least_outstanding"``.
+        sticky: keep each ``conversation_id`` on one endpoint while it is healthy.
+        health_interval: seconds between health probes of every endpoint.
+        unhealthy_after: failures in a row (probes or requests) that take an endpoint out.
+        healthy_after: successes in a row that bring it back.
+        failover: send a request that fails before its first token to another endpoint.
+        max_failovers: the most times one request moves to another endpoint.
+        model: the model to ask for when a call names none (default: each endpoint client's
+            own); also the model of clients made from URLs.
+        api_key: the key of clients made from URLs (default ``OPENAI_API_KEY``).
+        transport: the transport of clients made from URLs.
+        health_timeout: seconds a probe may take before it counts as failed.
+
+    Attributes:
+        model: the model asked for when a call names none (``model=``); None leaves it to
+            each endpoint client.
+        base_url: the endpoints' base URLs, comma-separated: a label, not one URL.
+
+    Raises:
+        UsageError: no endpoints, a duplicate name, a URL that is not http(s), or a setting
+            out of range.
+    """
+
+    def __init__(
+        self,
+        endpoints: Sequence[Client | str] | Mapping[str, Client | str],
+        *,
+        strategy: Strategy = "round_robin",
+        sticky: bool = True,
+        health_interval: float = 1.0,
+        unhealthy_after: int = 2,
+        healthy_after: int = 1,
+        failover: bool = True,
+        max_failovers: int = 2,
+        model: str | None = None,
+        api_key: str | None = None,
+        transport: Transport = "sse",
+        health_timeout: float = 2.0,
+    ) -> None:
+        if strategy not in _STRATEGIES:
+            raise UsageError(
+                f"strategy={strategy!r} is invalid: use 'round_robin' or 'least_outstanding'"
+            )
+        for name, flag in (("sticky", sticky), ("failover", failover)):
+            if not isinstance(flag, bool):
+                raise UsageError(f"{name}={flag!r} is invalid: must be True or False")
+        for name, seconds in (
+            ("health_interval", health_interval),
+            ("health_timeout", health_timeout),
+        ):
+            if not isinstance(seconds, int | float) or isinstance(seconds, bool) or not seconds > 0:
+                raise UsageError(f"{name}={seconds!r} is invalid: must be a number of seconds > 0")
+        for name, count, least in (
+            ("unhealthy_after", unhealthy_after, 1),
+            ("healthy_after", healthy_after, 1),
+            ("max_failovers", max_failovers, 0),
+        ):
+            if not isinstance(count, int) or isinstance(count, bool) or count < least:
+                raise UsageError(f"{name}={count!r} is invalid: must be an integer >= {least}")
+        if isinstance(endpoints, Mapping):
+            named = [(str(k), v) for k, v in endpoints.items()]
+        elif isinstance(endpoints, str):
+            named = [("ep0", endpoints)]  # one URL, not a sequence of characters
+        else:
+            named = [(f"ep{i}", v) for i, v in enumerate(endpoints)]
+        if not named:
+            raise UsageError("endpoints is empty: pass at least one Client or base URL")
+        self._endpoints: list[_Endpoint] = []
+        for index, (name, value) in enumerate(named):
+            if any(ep.name == name for ep in self._endpoints):
+                raise UsageError(f"endpoint name {name!r} is used twice: names must be unique")
+            if isinstance(value, Client):
+                client, owned = value, False
+            elif isinstance(value, str):
+                client = Client(value, api_key=api_key, model=model, transport=transport)
+                owned = True
+            else:
+                raise UsageError(
+                    f"endpoint {name!r} is {type(value).__name__}: pass a Client or a base URL"
+                )
+            self._endpoints.append(_Endpoint(index, name, client, owned))
+        self.strategy: Strategy = strategy
+        self.sticky = sticky
+        self.health_interval = float(health_interval)
+        self.health_timeout = float(health_timeout)
+        self.unhealthy_after = unhealthy_after
+        self.healthy_after = healthy_after
+        self.failover = failover
+        self.max_failovers = max_failovers
+        self.model = model
+        # For labels (a load run's target, an error's url): the endpoints' roots, not one URL.
+        self.base_url = ", ".join(ep.client.base_url for ep in self._endpoints)
+        self._lock = threading.Lock()
+        self._next = 0  # where the next round-robin scan starts
+        self._pins: OrderedDict[str, _Endpoint] = OrderedDict()
+        self._health_task: asyncio.Task[None] | None = None
+
+    # -- the client face -------------------------------------------------------------------------
+
+    @property
+    def endpoints(self) -> dict[str, Client]:
+        """The endpoint clients by name (a copy)."""
+        return {ep.name: ep.client for ep in self._endpoints}
+
+    @property
+    def healthy(self) -> list[str]:
+        """The names of the endpoints that take new requests now."""
+        return [ep.name for ep in self._endpoints if ep.healthy]
+
+    def __repr__(self) -> str:
+        parts = ", ".join(
+            f"{ep.name}={ep.client.base_url}{'' if ep.healthy else ' (out)'}"
+            for ep in self._endpoints
+        )
+        return f"<LoadBalancer {self.strategy}: {parts}>"
+
+    async def events(
+        self, prompt: Prompt, *, conversation_id: str | None = None, **request: Any
+    ) -> AsyncIterator[Event]:
+        """Stream one chat completion from an endpoint the balancer picks, failing over before
+        the first token.
+
+        Args:
+            prompt: a user prompt, or a list of OpenAI chat messages.
+            conversation_id: keeps a conversation on one endpoint (with ``sticky``).
+            **request: passed to the endpoint client's
+                :meth:`~streamkit.client.Client.events` (``model``, ``max_tokens``, ``seed``…).
+
+        Yields:
+            The endpoint client's events, each StreamStart naming its endpoint; a
+            :class:`~streamkit.events.StreamRetry` (delay 0) and a new StreamStart when an
+            attempt fails over to another endpoint.
+
+        Raises:
+            NoHealthyEndpointError: every endpoint is out.
+            StreamkitError: the typed error of the last attempt, with the partial text.
+        """
+        self._start_health()
+        if self.model is not None and request.get("model") is None:
+            request["model"] = self.model
+        key = conversation_id if self.sticky else None
+        tried: set[_Endpoint] = set()
+        failovers = 0
+        retries = 0  # StreamRetry events yielded so far: the failed attempt's number is one more
+        with self._lock:
+            endpoint = self._pick(key, tried)
+        if endpoint is None:
+            raise self._none_healthy()
+        while True:
+            tried.add(endpoint)
+            failed: StreamkitError | None = None
+            target: _Endpoint | None = None
+            with self._lock:
+                endpoint.outstanding += 1
+                endpoint.requests += 1
+            try:
+                stream = endpoint.client.events(prompt, **request)
+                try:
+                    content = False
+                    try:
+                        async for event in stream:
+                            if type(event) is TokenDelta:
+                                content = True
+                                yield event
+                                break
+                            if type(event) is StreamStart:
+                                self._succeeded(endpoint)
+                                yield _named(event, endpoint.name)
+                            elif type(event) is StreamRetry:
+                                cause = event.error
+                                self._request_failed(endpoint, cause)
+                                target = self._failover_target(key, tried, cause, failovers)
+                                if target is not None:
+                                    failed = cause
+                                    break  # instead of the client's retry on the same server
+                                retries += 1
+                                yield event
+                            else:
+                                yield event
+                    except StreamkitError as exc:
+                        self._request_failed(endpoint, exc)
+                        target = self._failover_target(key, tried, exc, failovers)
+                        if target is None:
+                            raise
+                        failed = exc
+                    if content:
+                        # Past the first token: this server's stream or nothing. The token path
+                        # is one type check and a yield.
+                        try:
+                            async for event in stream:
+                                if type(event) is TokenDelta:
+                                    yield event
+                                elif type(event) is StreamStart:
+                                    self._succeeded(endpoint)
+                                    yield _named(event, endpoint.name)
+                                else:
+                                    if type(event) is StreamRetry:
+                                        self._request_failed(endpoint, event.error)
+                                    yield event
+                        except StreamkitError as exc:
+                            self._request_failed(endpoint, exc)
+                            raise
+                        return
+                    if failed is None:
+                        return  # ended before any content (an empty reply)
+                finally:
+                    await stream.aclose()  # type: ignore[attr-defined]  # an async generator
+            finally:
+                with self._lock:
+                    endpoint.outstanding -= 1
+            assert target is not None
+            failovers += 1
+            with self._lock:
+                endpoint.failovers_from += 1
+            log.info(
+                "failover from %s to %s: %s: %s",
+                endpoint.name,
+                target.name,
+                failed.kind,
+                failed.message,
+            )
+            yield StreamRetry(
+                failed,
+                retries + 1,
+                0.0,
+                None,
+                time.perf_counter(),
+                0,
+                self.max_failovers + 1,
+                failovers,
+            )
+            retries += 1
+            endpoint = target
+
+    async def chat(
+        self,
+        prompt: Prompt,
+        *,
+        view: ViewArg = "auto",
+        state: ChatState | None = None,
+        raise_on_error: bool = True,
+        **request: Any,
+    ) -> StreamResult:
+        """Stream a reply into ``view`` and return the result, as
+        :meth:`Client.chat <streamkit.client.Client.chat>` does.
+
+        Args:
+            prompt: the user prompt (or a list of messages; with ``state``, a prompt string).
+            view: ``"auto"``, ``"widget"``, ``"console"``, a View, or None for no display.
+            state: a :class:`~streamkit.state.ChatState` to update and take history from;
+                its chats are one conversation for sticky routing, unless
+                ``conversation_id`` says otherwise.
+            raise_on_error: raise the typed error after showing it (default), or return the
+                failed result.
+            **request: passed to :meth:`events` (``conversation_id``, ``model``, ``seed``…),
+                and ``observers``: a list of Observers (e.g. a metrics collector).
+
+        Raises:
+            StreamkitError: the stream failed (and ``raise_on_error``), including
+                :class:`NoHealthyEndpointError`.
+        """
+        _conversation_of(state, request)
+        run = _ChatRun(self._as_client(), prompt, _resolve_view(view), state, request)
+        run.begin()
+        return await run.run(raise_on_error)
+
+    def start_chat(
+        self,
+        prompt: Prompt,
+        *,
+        view: ViewArg = "auto",
+        state: ChatState | None = None,
+        **request: Any,
+    ) -> ChatTask:
+        """Start :meth:`chat` as a background task on the running loop and return at once."""
+        loop = asyncio.get_running_loop()
+        _conversation_of(state, request)
+        run = _ChatRun(self._as_client(), prompt, _resolve_view(view), state, request)
+        run.begin()
+        task = loop.create_task(run.run(raise_on_error=False))
+        run.stop.bind(task, loop)
+        return ChatTask(task, run)
+
+    def _as_client(self) -> Client:
+        # _ChatRun is duck-typed: it uses only events(), model and base_url, which we have.
+        return cast(Client, self)
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the health checks on the running loop (the first request also does)."""
+        self._start_health()
+
+    async def aclose(self) -> None:
+        """Stop the health checks, and close the clients made here from URLs (on this loop).
+
+        Clients passed in are left open: their owner closes them. The balancer may be used
+        again afterwards (the health checks start again).
+        """
+        with self._lock:
+            task, self._health_task = self._health_task, None
+        if task is not None and not task.done():
+            loop = task.get_loop()
+            if loop is asyncio.get_running_loop():
+                task.cancel()
+                await asyncio.wait([task])  # not `await task`: that would raise our cancel
+            elif not loop.is_closed():
+                loop.call_soon_threadsafe(task.cancel)
+        for ep in self._endpoints:
+            if ep.owned:
+                await ep.client.aclose()
+
+    async def __aenter__(self) -> LoadBalancer:
+        self._start_health()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # -- stats -----------------------------------------------------------------------------------
+
+    def stats(self) -> list[EndpointStats]:
+        """Every endpoint's state and counters, in the order given."""
+        with self._lock:
+            return [ep.stats() for ep in self._endpoints]
+
+    def stats_df(self) -> pd.DataFrame:
+        """:meth:`stats` as a DataFrame, one row per endpoint."""
+        import pandas as pd
+
+        return pd.DataFrame([dataclasses.asdict(s) for s in self.stats()])
+
+    # -- routing (callers hold the lock) ------------------------------------------------------
+
+    def _pick(self, key: str | None, exclude: set[_Endpoint]) -> _Endpoint | None:
+        if key is not None:
+            pinned = self._pins.get(key)
+            if pinned is not None and pinned.healthy and pinned not in exclude:
+                self._pins.move_to_end(key)
+                return pinned
+        chosen = self._choose(exclude)
+        if chosen is not None and key is not None:
+            self._pin(key, chosen)
+        return chosen
+
+    def _choose(self, exclude: set[_Endpoint]) -> _Endpoint | None:
+        endpoints = self._endpoints
+        n = len(endpoints)
+        best: _Endpoint | None = None
+        for i in range(n):
+            ep = endpoints[(self._next + i) % n]
+            if not ep.healthy or ep in exclude:
+                continue
+            if self.strategy == "round_robin":
+                best = ep
+                break
+            if best is None or ep.outstanding < best.outstanding:
+                best = ep  # the first of equals wins: ties go in turn
+        if best is not None:
+            self._next = (best.index + 1) % n
+        return best
+
+    def _pin(self, key: str, endpoint: _Endpoint) -> None:
+        self._pins[key] = endpoint
+        self._pins.move_to_end(key)
+        if len(self._pins) > _MAX_PINS:
+            self._pins.popitem(last=False)
+
+    def _failover_target(
+        self, key: str | None, tried: set[_Endpoint], error: StreamkitError, failovers: int
+    ) -> _Endpoint | None:
+        """Where a request that failed before its first token goes next, or None to stay."""
+        if not self.failover or failovers >= self.max_failovers:
+            return None
+        if not error.retryable or isinstance(error, NEVER_RETRIED):
+            return None
+        with self._lock:
+            target = self._choose(tried)
+            if target is not None and key is not None:
+                self._pin(key, target)
+            return target
+
+    def _none_healthy(self) -> NoHealthyEndpointError:
+        with self._lock:
+            out = [
+                f"{ep.name} ({ep.client.base_url}: {ep.last_error or 'out'})"
+                for ep in self._endpoints
+            ]
+        return NoHealthyEndpointError(
+            "no healthy endpoint: every one is out after failed health checks or requests: "
+            + "; ".join(out),
+            [ep.name for ep in self._endpoints],
+        )
+
+    # -- health ----------------------------------------------------------------------------------
+
+    def _request_failed(self, endpoint: _Endpoint, error: StreamkitError) -> None:
+        # A passive check: only what says the server is down counts, not a 429 or a bad request.
+        if isinstance(error, ConnectError | ServerError):
+            self._failed(endpoint, f"{error.kind}: {error.message}")
+
+    def _failed(self, endpoint: _Endpoint, why: str) -> None:
+        with self._lock:
+            endpoint.failures += 1
+            endpoint.fail_streak += 1
+            endpoint.ok_streak = 0
+            endpoint.last_error = why
+            if not endpoint.healthy or endpoint.fail_streak < self.unhealthy_after:
+                return
+            endpoint.healthy = False
+            endpoint.ejections += 1
+        log.warning(
+            "endpoint %s (%s) is out after %d failures in a row: %s",
+            endpoint.name,
+            endpoint.client.base_url,
+            self.unhealthy_after,
+            why,
+        )
+
+    def _succeeded(self, endpoint: _Endpoint) -> None:
+        with self._lock:
+            endpoint.fail_streak = 0
+            if endpoint.healthy:
+                return
+            endpoint.ok_streak += 1
+            if endpoint.ok_streak < self.healthy_after:
+                return
+            endpoint.ok_streak = 0
+            endpoint.healthy = True
+            endpoint.restorations += 1
+        log.info("endpoint %s (%s) is back", endpoint.name, endpoint.client.base_url)
+
+    def _start_health(self) -> None:
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            task = self._health_task
+            if task is not None and not task.done() and not task.get_loop().is_closed():
+                return
+            self._health_task = loop.create_task(
+                self._health_loop(), name="streamkit-balancer-health"
+            )
+
+    async def _health_loop(self) -> None:
+        async with httpx2.AsyncClient(timeout=self.health_timeout) as http:
+            while True:
+                began = time.monotonic()
+                await self._probe_all(http)
+                spent = time.monotonic() - began
+                await asyncio.sleep(max(0.0, self.health_interval - spent))
+
+    async def check_health(self) -> dict[str, bool]:
+        """Probe every endpoint once now; returns whether each is healthy afterwards."""
+        async with httpx2.AsyncClient(timeout=self.health_timeout) as http:
+            await self._probe_all(http)
+        with self._lock:
+            return {ep.name: ep.healthy for ep in self._endpoints}
+
+    async def _probe_all(self, http: httpx2.AsyncClient) -> None:
+        await asyncio.gather(*(self._probe(http, ep) for ep in self._endpoints))
+
+    async def _probe(self, http: httpx2.AsyncClient, endpoint: _Endpoint) -> None:
+        client = endpoint.client
+        try:
+            response = await http.get(
+                client.base_url + "/models", headers={"Authorization": f"Bearer {client.api_key}"}
+            )
+        except Exception as exc:  # whatever breaks a probe is a failed probe, never a dead task
+            self._failed(endpoint, f"health probe: {type(exc).__name__}: {exc}")
+            return
+        if response.status_code >= 500:
+            self._failed(endpoint, f"health probe: GET /models answered {response.status_code}")
+        else:
+            self._succeeded(endpoint)
+
+
+def _named(start: StreamStart, name: str) -> StreamStart:
+    return dataclasses.replace(start, endpoint=name)
+
+
+def _conversation_of(state: ChatState | None, request: dict[str, Any]) -> None:
+    # A ChatState is a conversation: keep its turns on one endpoint (its prompt cache).
+    if state is not None and request.get("conversation_id") is None:
+        request["conversation_id"] = f"chatstate-{id(state)}"
