@@ -145,9 +145,10 @@ def _bench_parser(sub: Any) -> None:
     bench.add_argument(
         "--transport",
         choices=["fast-sse", "generic-sse", "sse", "ws"],
-        default="fast-sse",
-        help="wire (default fast-sse: the leanest client for any SSE endpoint; sse is the openai "
-        "SDK's request path; ws the bundled server's WebSocket)",
+        default=None,
+        help="wire (default fast-sse, the leanest client for any SSE endpoint, or generic-sse "
+        "when an HTTP(S)_PROXY applies, which fast-sse does not read; sse is the openai SDK's "
+        "request path; ws the bundled server's WebSocket)",
     )
     bench.add_argument(
         "--concurrency",
@@ -298,6 +299,23 @@ def _goodput(items: Sequence[str] | None) -> SLO | None:
     return SLO(**limits)
 
 
+def _default_transport(urls: Sequence[str]) -> str:
+    """fast-sse, unless a proxy from the environment applies to an endpoint (it reads none)."""
+    import urllib.request
+
+    proxies = urllib.request.getproxies()
+    for url in urls:
+        parts = urlsplit(url)
+        if parts.scheme in proxies and not urllib.request.proxy_bypass(parts.hostname or ""):
+            print(
+                f"streamkit bench: {parts.scheme} proxy set for {parts.hostname}: using "
+                "--transport generic-sse (fast-sse does not use proxies)",
+                file=sys.stderr,
+            )
+            return "generic-sse"
+    return "fast-sse"
+
+
 async def _bench_run(
     args: argparse.Namespace,
     urls: list[str],
@@ -378,6 +396,8 @@ def _bench(args: argparse.Namespace) -> int:
         # A child process: the simulator's work must not share this process's GIL and core.
         server = serve_in_subprocess()
         urls = [server.base_url]
+    if args.transport is None:
+        args.transport = _default_transport(urls)
     api_key = args.api_key or os.environ.get("OPENAI_API_KEY") or ("x" if server else None)
     model = args.model or ("sim-small" if server else None)
     retry = RetryPolicy(max_attempts=args.max_retries + 1) if args.max_retries else None

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
+from unittest import mock
 
 import pandas as pd
 import pytest
 from test_cli import ENV, cli
 
+from streamkit.cli import _default_transport
 from streamkit.server import RunningServer
 
 FAST = json.dumps({"streamkit": {"ttft": 0.01, "tokens_per_second": 400, "jitter": 0}})
@@ -119,3 +122,13 @@ def test_workers_split_the_load_over_dask_processes(server: RunningServer, tmp_p
 def test_routing_and_workers_do_not_mix() -> None:
     done = bench("--base-url", "http://a:1/v1", "--base-url", "http://b:1/v1", "--workers", "2")
     assert done.returncode == 2 and "not both" in done.stderr
+
+
+def test_the_default_transport_is_fast_sse_unless_a_proxy_applies() -> None:
+    # The environment is the input here: proxies set as a user behind one would set them.
+    proxied = {"https_proxy": "http://proxy:3128", "http_proxy": "", "no_proxy": ""}
+    with mock.patch.dict(os.environ, proxied):
+        assert _default_transport(["https://api.example.com/v1"]) == "generic-sse"
+        assert _default_transport(["http://127.0.0.1:8000/v1"]) == "fast-sse"  # no http proxy
+    with mock.patch.dict(os.environ, {**proxied, "no_proxy": "api.example.com"}):
+        assert _default_transport(["https://api.example.com/v1"]) == "fast-sse"
