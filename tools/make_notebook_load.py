@@ -60,7 +60,8 @@ dashboard = sk.Dashboard(collector).show()""",
         metadata={"tags": ["nbval-ignore-output"]},
     ),
     new_code_cell(
-        """spec = LoadSpec(num_requests=60, concurrency=16, max_tokens=40, seed=1)
+        """# warmup: 16 unrecorded requests first, so connections (and imports) are ready
+spec = LoadSpec(num_requests=60, concurrency=16, max_tokens=40, seed=1, warmup=16)
 result = await run_load(client, spec, collector=collector, progress=True)
 print(result.table())
 assert result.summary.completed == 60""",
