@@ -35,7 +35,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 import streamkit as sk
-from streamkit.load import LoadSpec, arrival_times, run_load"""
+from streamkit.load import LoadSpec, run_load"""
     ),
     new_markdown_cell(
         """The simulator runs in a **child process** for load work: a server thread inside the
@@ -61,10 +61,10 @@ dashboard = sk.Dashboard(collector).show()""",
     ),
     new_code_cell(
         """# warmup: 16 unrecorded requests first, so connections (and imports) are ready
-spec = LoadSpec(num_requests=60, concurrency=16, max_tokens=40, seed=1, warmup=16)
+spec = LoadSpec(num_requests=96, concurrency=16, max_tokens=48, seed=1, warmup=16)
 result = await run_load(client, spec, collector=collector, progress=True)
 print(result.table())
-assert result.summary.completed == 60""",
+assert result.summary.completed == 96""",
         metadata={"tags": ["nbval-ignore-output"]},
     ),
     new_markdown_cell(
@@ -105,7 +105,8 @@ sweep.round(2)"""
     ),
     new_code_cell(
         """fig = make_subplots(rows=1, cols=2, subplot_titles=("latency (ms)", "output tokens/s"))
-for col, name in (("ttft_p50_ms", "TTFT p50"), ("ttft_p99_ms", "TTFT p99"), ("tpot_p50_ms", "TPOT p50")):
+lines = {"ttft_p50_ms": "TTFT p50", "ttft_p99_ms": "TTFT p99", "tpot_p50_ms": "TPOT p50"}
+for col, name in lines.items():
     fig.add_trace(go.Scatter(x=sweep["users"], y=sweep[col], name=name, mode="lines+markers"), 1, 1)
 fig.add_trace(go.Scatter(x=sweep["users"], y=sweep["output_tok_s"], name="throughput",
                          mode="lines+markers"), 1, 2)

@@ -12,8 +12,15 @@ request), so a frame costs what arrived since the previous one, not the whole ru
 bounded in size: time bins double in width past ``max_bins``, and the ITL histogram uses fixed
 log-spaced bins (0.1 ms to 100 s, 12 per decade).
 
-Show it *before* the streams start (``Dashboard(collector).show()``, then stream): the first draw
-of a FigureWidget can freeze a 2-core browser page for seconds, long enough to miss a short run.
+Paced by the page, too: the browser reports each frame drawn, and while a page shows the figure
+a frame waits until the previous one (or the first draw) was reported, so frames never queue up
+behind a busy page and then redraw back to back. And every dashboard on a page shares one copy of
+plotly.js in the browser (plotly's FigureWidget alone loads and evaluates all of it, ~1.5 s of a
+frozen page on 2 cores, for every figure).
+
+Show it *before* the streams start (``Dashboard(collector).show()``, then stream): the page's
+first plotly.js still freezes it for ~1.5 s on 2 cores, long enough to hide a short run that
+starts at once (Run All).
 
 Where no widget frontend exists (outside a kernel, or ``STREAMKIT_VIEW=console``), the dashboard
 degrades like the views do: nothing live, a text summary printed when the run goes idle, and
@@ -51,6 +58,78 @@ _STATUS_COLORS = {
     "stopped": "#ff7f0e",
 }
 _PLAIN_TEXT = "streamkit metrics dashboard (live plot; print(dashboard) for a text summary)"
+# The longest a frame waits for the browser to report the previous one drawn (seconds). Past
+# it, frames go out at `rate` until the browser reports again: a closed page, or a kernel that
+# holds widget messages until the cell ends, must not slow the dashboard down for good.
+_MAX_FRAME_WAIT = 2.0
+
+# The browser side of the figure. plotly's FigureWidget is an anywidget whose module is all of
+# plotly.js (~5 MB), and anywidget imports every widget's module from a fresh blob URL: each
+# FigureWidget evaluated plotly.js again, ~1.5 s of frozen page per figure on 2 cores. This
+# module imports plotly's once per page (keyed by its hash) and makes each figure's widget from
+# it. It also reports each frame drawn ({kind: "drawn", edit}), which paces the frames.
+_SHARED_MODULE_ESM = """
+const CACHE = Symbol.for("streamkit.plotly-widget-module");
+const UPDATES = ["_py2js_update", "_py2js_restyle"];  // the messages that carry trace edits
+
+function plotlyModule(model) {
+  const cache = (globalThis[CACHE] ??= new Map());
+  const id = model.get("_streamkit_bundle_id");
+  let module = cache.get(id);
+  if (module === undefined) {
+    const blob = new Blob([model.get("_streamkit_bundle")], { type: "text/javascript" });
+    const url = URL.createObjectURL(blob);
+    module = import(url)
+      .catch((error) => { cache.delete(id); throw error; })
+      .finally(() => URL.revokeObjectURL(url));
+    cache.set(id, module);
+  }
+  return module;
+}
+
+export default () => {
+  let ready = null;
+  return {
+    initialize(context) {
+      ready = plotlyModule(context.model).then((module) => {
+        // plotly's default export makes a widget per model (its state lives in the closure).
+        const widget = typeof module.default === "function" ? module.default() : module.default;
+        return Promise.resolve(widget.initialize?.(context)).then(() => widget);
+      });
+      return ready.then(() => undefined);
+    },
+    async render(context) {
+      const widget = await ready;
+      const { model, el } = context;
+      let drawn = false;
+      // After the task that applied it: when the page is free again, not merely when it heard.
+      const ack = (edit) => setTimeout(() => model.send({ kind: "drawn", edit }), 0);
+      const onFirstDraw = (event) => {
+        if (event.detail?.element !== el) return;
+        drawn = true;
+        ack(model.get("_last_trace_edit_id"));
+      };
+      const onUpdate = [];
+      for (const name of UPDATES) {
+        const handler = () => {
+          const message = model.get(name);
+          if (drawn && message) ack(message.trace_edit_id);
+        };
+        model.on(`change:${name}`, handler);
+        onUpdate.push([name, handler]);
+      }
+      document.addEventListener("plotlywidget-after-render", onFirstDraw);
+      const cleanup = widget.render(context);
+      return () => {
+        document.removeEventListener("plotlywidget-after-render", onFirstDraw);
+        for (const [name, handler] of onUpdate) model.off(`change:${name}`, handler);
+        if (typeof cleanup === "function") cleanup();
+      };
+    },
+  };
+};
+"""
+_figure_widget_class: Any = None
 
 
 class _Bins:
@@ -156,6 +235,7 @@ class Dashboard:
         frames: frames drawn so far.
         frame_log: ``(clock time, wall seconds, thread CPU seconds)`` per frame drawn (the last
             10,000), the cost of each update as the kernel paid it.
+        frames_deferred: ticks that skipped a frame because the page had not drawn the last one.
     """
 
     def __init__(
@@ -192,9 +272,16 @@ class Dashboard:
         self._last_values: dict[str, Any] = {}
         self._handle: DisplayHandle | None = None
         self._printed_idle = True
+        # Frame pacing: the trace edit a browser last reported drawn, when the last frame (or
+        # the figure itself) went out, and whether reports arrive at all.
+        self._drawn_edit: int | None = None
+        self._sent_at = clock()
+        self._paced = True
+        self.frames_deferred = 0
         self._unsubscribe: Callable[[], None] | None = collector.subscribe(self._poke)
         if self.kind == "widget":
             self.widget = self._build(widget=True)
+            self.widget.on_msg(self._on_frontend_msg)
 
     def __repr__(self) -> str:
         return f"<Dashboard {self.kind}, {self.frames} frames, {self.collector!r}>"
@@ -223,6 +310,7 @@ class Dashboard:
     def _ipython_display_(self) -> None:
         from IPython.display import display
 
+        self._sent_at = self._clock()  # the first draw is the first frame in flight
         self._handle = display(  # type: ignore[no-untyped-call]  # IPython is untyped
             self._repr_mimebundle_(), raw=True, display_id=True
         )
@@ -266,8 +354,45 @@ class Dashboard:
             self._timer.cancel()
             self._timer = None
 
+    def _on_frontend_msg(self, _widget: object, content: object, _buffers: object) -> None:
+        """A page reports the trace edit it has drawn (its first draw, then every frame)."""
+        if not isinstance(content, dict) or content.get("kind") != "drawn":
+            return
+        edit = content.get("edit")
+        if isinstance(edit, int) and not isinstance(edit, bool):
+            self._paced = True
+            if self._drawn_edit is None or edit > self._drawn_edit:
+                self._drawn_edit = edit
+
+    def _browser_behind(self) -> bool:
+        """Whether a page shows the figure and has not drawn the last frame yet.
+
+        Frames sent faster than a page draws them queue up, and the page then draws them one
+        after another without a pause: on a 2-core machine the first draw of the figure plus
+        the frames queued meanwhile froze the page for 3-4 s. So a frame waits until the page
+        reported the previous one (or its first draw) drawn, at most ``_MAX_FRAME_WAIT``; with
+        no view of the figure, or no reports, frames go out at ``rate``.
+        """
+        widget = self.widget
+        if not self._paced or not hasattr(widget, "_streamkit_bundle_id"):
+            return False  # no reports lately, or plotly's own module (which sends none)
+        if not getattr(widget, "_view_count", None):
+            return False  # no page shows it
+        last_sent: int = getattr(widget, "_last_trace_edit_id", 0)
+        if self._drawn_edit is not None and self._drawn_edit >= last_sent:
+            return False
+        if self._clock() - self._sent_at < _MAX_FRAME_WAIT:
+            return True
+        self._paced = False  # no report in time: stop waiting until one arrives
+        return False
+
     def _tick(self) -> None:
         self._timer = None
+        if self._browser_behind():
+            # The chunks wait in the collector; the next frame draws them all.
+            self.frames_deferred += 1
+            self._arm()
+            return
         changed = self.refresh(only_if_changed=True)
         now = self._clock()
         if changed:
@@ -299,6 +424,7 @@ class Dashboard:
             values = self._panel_values()
             with self.widget.batch_update():
                 self._apply(self.widget, values, only_changed=True)
+            self._sent_at = self._clock()
         self.frames += 1
         self.frame_log.append(
             (self._clock(), time.perf_counter() - wall0, time.thread_time() - cpu0)
@@ -373,7 +499,7 @@ class Dashboard:
             margin={"t": 70, "b": 40, "l": 50, "r": 20},
             title={"text": "waiting for streams…", "font": {"size": 14}},
         )
-        return go.FigureWidget(fig) if widget else fig
+        return _shared_module_figure_widget(fig) if widget else fig
 
     def _panel_values(self) -> dict[str, Any]:
         live = self._live
@@ -468,3 +594,31 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
         return asyncio.get_running_loop()
     except RuntimeError:
         return None
+
+
+def _shared_module_figure_widget(fig: go.Figure) -> Any:
+    """A ``FigureWidget`` of ``fig`` whose browser module is evaluated once per page."""
+    global _figure_widget_class
+    import plotly.graph_objects as go
+
+    if _figure_widget_class is None:
+        bundle = getattr(go.FigureWidget, "_esm", None)
+        if bundle is None:
+            # plotly < 6: a classic ipywidget with its own JupyterLab extension; nothing to share.
+            _figure_widget_class = go.FigureWidget
+        else:
+            import hashlib
+
+            import traitlets
+
+            source = str(bundle)  # anywidget keeps plotly's module file as its contents
+
+            class SharedModuleFigureWidget(go.FigureWidget):  # type: ignore[misc]
+                _esm = _SHARED_MODULE_ESM
+                _streamkit_bundle = traitlets.Unicode(source).tag(sync=True)
+                _streamkit_bundle_id = traitlets.Unicode(
+                    hashlib.sha256(source.encode()).hexdigest()[:16]
+                ).tag(sync=True)
+
+            _figure_widget_class = SharedModuleFigureWidget
+    return _figure_widget_class(fig)

@@ -61,7 +61,7 @@ class WidgetView(BufferedView):
         stop_button: calls ``on_stop``; enabled only while a stream runs and can be stopped.
         text_widget: the ``ipywidgets.HTML`` holding the text (observe its ``value``).
         status_widget: the error line and the summary, set on finish.
-        widget: the whole panel (an ``ipywidgets.VBox``).
+        widget: the whole panel (an ``ipywidgets.VBox`` with the CSS class ``streamkit-view``).
     """
 
     def __init__(
@@ -93,6 +93,9 @@ class WidgetView(BufferedView):
                 self.status_widget,
             ]
         )
+        # A stable hook for styling and for browser tests: every view's panel (DeltaView's too)
+        # carries this class, and its text is the one <pre> inside.
+        self.widget.add_class("streamkit-view")
         self._escaped = ""
         self._status_text = ""
         self._retrying = False

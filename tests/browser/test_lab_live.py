@@ -115,12 +115,22 @@ def measure(samples: Sequence[Sequence[Any]]) -> Liveness:
     return Liveness(len(samples), len(partial), span, final)
 
 
-def is_live(seen: Liveness) -> bool:
-    """Whether the text grew in front of the reader: many lengths over time, long at the end."""
+def is_live(
+    seen: Liveness,
+    *,
+    min_lengths: int = MIN_PARTIAL_LENGTHS,
+    min_span_s: float = MIN_SPAN_S,
+    min_final: int = MIN_FINAL_LENGTH,
+) -> bool:
+    """Whether the text grew in front of the reader: many lengths over time, long at the end.
+
+    The defaults fit the quickstart's stream; a shorter stream (one stopped early) passes its
+    own, smaller bounds through the same predicate.
+    """
     return (
-        seen.partial_lengths >= MIN_PARTIAL_LENGTHS
-        and seen.span_s >= MIN_SPAN_S
-        and seen.final_length >= MIN_FINAL_LENGTH
+        seen.partial_lengths >= min_lengths
+        and seen.span_s >= min_span_s
+        and seen.final_length >= min_final
     )
 
 
