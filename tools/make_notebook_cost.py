@@ -75,10 +75,11 @@ prices"""
 would rather see the gap in a table."""
     ),
     new_code_cell(
-        """try:
+        """# NBVAL_CHECK_OUTPUT
+try:
     table.price_for("my-finetune")
 except sk.UnpricedModelError as exc:
-    print(f"{exc.kind}: {exc.message[:80]}…")
+    print(f"{exc.kind}: {exc.message}")
 marker = table.price_for("my-finetune", strict=False)
 assert isinstance(marker, sk.Unpriced) and not marker
 print(marker)"""
@@ -106,7 +107,8 @@ the cached rate. Pricing the cached tokens again at the full input rate is a com
 with cache rates at a tenth of input it overstates the prompt cost by up to 10×."""
     ),
     new_code_cell(
-        """usage = sk.Usage(
+        """# NBVAL_CHECK_OUTPUT
+usage = sk.Usage(
     prompt_tokens=10_000, completion_tokens=800, total_tokens=10_800, cached_tokens=8_000
 )
 cost = sk.cost_of(usage, "sim-large", table)

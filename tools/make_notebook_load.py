@@ -10,7 +10,7 @@ cells = [
         """# Load experiments: concurrency, arrivals, routing and scale-out
 
 *What happens to time to first token at 64 concurrent users?* That is the question of vLLM's
-`bench serve`, genai-perf and llmperf; here you ask it from a notebook, with live plots. You will
+`bench serve`, genai-perf and llmperf; here you ask it from a notebook, with live plots. You will:
 
 1. run a **closed-loop** load (N users, each sending its next request when the last one ends) with
    a live dashboard and a progress bar,

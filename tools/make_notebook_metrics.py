@@ -10,7 +10,7 @@ cells = [
         """# Measuring streams: TTFT, TPOT, ITL, goodput, and a live dashboard
 
 A stream is more than its text: *when* each piece arrived is what users feel. In this notebook you
-will
+will:
 
 1. attach a **`MetricsCollector`** to a chat and watch a **live dashboard** while it streams,
 2. run **50 concurrent streams** at different speeds against the bundled server and read the run

@@ -24,7 +24,8 @@ A chat stream is a `text/event-stream`: frames of `field: value` lines ended by 
 this notebook you will:
 
 1. read the **raw frames** the bundled server sends, and see the `id:` line on every content token,
-2. decode them with streamkit's WHATWG decoder (and meet the "last event id in force" rule),
+2. decode them with streamkit's WHATWG decoder (and meet the "last event id in force" rule), and
+   **plot when each frame arrived**,
 3. **resume by hand**: ask for the rest of a stream after token 2 with `Last-Event-ID`,
 4. watch the **openai SDK path** survive a dropped connection: one `StreamRetry`, then the same
    text a fault-free run gives, with no token twice and none missing,
@@ -35,9 +36,11 @@ Everything runs offline against the bundled server."""
     ),
     code(
         """import json
+import time
 
 import httpx2
 import pandas as pd
+import plotly.graph_objects as go
 
 import streamkit as sk
 from streamkit._sse import SSEDecoder
@@ -49,19 +52,26 @@ BODY = {
     "messages": [{"role": "user", "content": "Explain event ids"}],
     "stream": True,
     "seed": 7,
-    "streamkit": {"length": 5, "ttft": 0.0, "tokens_per_second": 200},
+    # slow enough to see the frames arrive: a 0.3 s time to first token, then 20 tokens/s
+    "streamkit": {"length": 5, "ttft": 0.3, "tokens_per_second": 20},
 }
 print(f"bundled server at {server.base_url}")"""
     ),
     md(
         """## 1. Raw frames
 
-A plain HTTP POST, read as bytes. Content frames start with `id: N`, the token's 0-based index in
-the whole reply; the role frame, the finish frame and `[DONE]` carry no id."""
+A plain HTTP POST, read as bytes, noting when each read arrived. Content frames start with
+`id: N`, the token's 0-based index in the whole reply; the role frame, the finish frame and
+`[DONE]` carry no id."""
     ),
     code(
-        """async with httpx2.AsyncClient() as http, http.stream("POST", URL, json=BODY) as response:
-    raw = b"".join([chunk async for chunk in response.aiter_raw()])
+        """reads = []  # (seconds since the request was sent, the bytes of one read from the socket)
+async with httpx2.AsyncClient() as http:
+    started = time.perf_counter()
+    async with http.stream("POST", URL, json=BODY) as response:
+        async for chunk in response.aiter_raw():
+            reads.append((time.perf_counter() - started, chunk))
+raw = b"".join(chunk for _, chunk in reads)
 
 for frame in raw.decode().split("\\n\\n"):
     if frame:
@@ -84,13 +94,88 @@ comes with it."""
     return (choices[0].get("delta") or {}).get("content") or None
 
 
-events = SSEDecoder().feed(raw)
+decoder = SSEDecoder()
+events, arrived = [], []  # each event, and when the read that completed it arrived
+for seconds, chunk in reads:  # fed read by read: a frame split across reads decodes once
+    for event in decoder.feed(chunk):
+        events.append(event)
+        arrived.append(seconds)
 decoded = pd.DataFrame(
-    [{"id": e.id, "content": content_of(e), "data": e.data[:48].decode()} for e in events]
+    [
+        {
+            "arrived (ms)": round(seconds * 1000, 1),
+            "id": e.id,
+            "content": content_of(e),
+            "data": e.data[:48].decode(),
+        }
+        for seconds, e in zip(arrived, events, strict=True)
+    ]
 )
 first_run = [content_of(e) for e in events if content_of(e)]
 assert [e.id for e in events] == [None, "0", "1", "2", "3", "4", "4", "4"]
 decoded"""
+    ),
+    md(
+        """The same frames on a time line. The role frame comes with the response headers, at once
+(the *time to first byte*); the first content frame waits for the model's time to first token,
+0.3 s here; then comes one frame per token at the decode speed, 20 tokens/s; the finish frame
+and `[DONE]` follow the last token at once. A gap before the first content frame is the model
+thinking; a gap later on is a stall (notebook 03 injects one)."""
+    ),
+    code(
+        """def kind_of(event):
+    if event.data == b"[DONE]":
+        return "[DONE]"
+    choices = json.loads(event.data).get("choices")
+    if not choices:
+        return "usage"  # a usage frame (sent when stream_options asks for it) has no choices
+    if content_of(event):
+        return "content"
+    return "finish" if choices[0].get("finish_reason") else "role"
+
+
+frames = pd.DataFrame(
+    {
+        "seconds": arrived,
+        "frame": range(1, len(events) + 1),
+        "kind": [kind_of(e) for e in events],
+        "label": [repr(content_of(e)) if content_of(e) else kind_of(e) for e in events],
+    }
+)
+assert list(frames["kind"]) == ["role", *["content"] * 5, "finish", "[DONE]"]
+fig = go.Figure(
+    go.Scatter(
+        x=frames["seconds"],
+        y=frames["frame"],
+        mode="lines",
+        line={"shape": "hv", "color": "lightgrey"},
+        showlegend=False,
+        hoverinfo="skip",
+    )
+)
+for kind, group in frames.groupby("kind", sort=False):
+    fig.add_trace(
+        go.Scatter(
+            x=group["seconds"],
+            y=group["frame"],
+            mode="markers+text",
+            text=group["label"],
+            textposition="middle right",
+            marker={"size": 10},
+            name=kind,
+        )
+    )
+first_token = frames.loc[frames["kind"] == "content", "seconds"].min()
+fig.add_vline(x=first_token, line_dash="dot", annotation_text="first token")
+fig.update_layout(
+    title="When each SSE frame arrived",
+    xaxis_title="seconds since the request was sent",
+    xaxis_range=[0, frames["seconds"].max() * 1.2],  # room for the last labels
+    yaxis_title="frame",
+    height=340,
+    margin={"t": 50, "b": 40},
+)
+fig.show()"""
     ),
     md(
         """## 3. Resume by hand
@@ -99,7 +184,8 @@ Send the same request again with `Last-Event-ID: 2`. The server regenerates the 
 prompt, same seed) and sends only what comes after token 2: a role frame, then ids 3 and 4."""
     ),
     code(
-        """resume_header = {"Last-Event-ID": "2"}
+        """# NBVAL_CHECK_OUTPUT
+resume_header = {"Last-Event-ID": "2"}
 async with (
     httpx2.AsyncClient() as http,
     http.stream("POST", URL, json=BODY, headers=resume_header) as response,
@@ -166,7 +252,8 @@ assert result.ok and result.text == clean.text and result.retries == 1"""
 An httpx2 event hook shows the header each attempt sent: nothing, then `Last-Event-ID: 7`."""
     ),
     code(
-        """sent = []
+        """# NBVAL_CHECK_OUTPUT
+sent = []
 
 
 async def note_request(request):
@@ -177,6 +264,7 @@ generic = sk.Client(server.base_url, model="sim-small", transport="generic-sse",
 generic.http().event_hooks["request"].append(note_request)
 again = await generic.chat("Explain event ids", view=None, seed=7, extra_body=drop)
 print("Last-Event-ID per attempt:", sent)
+print("same text as the fault-free run:", again.text == clean.text)
 assert sent == [None, "7"] and again.text == clean.text"""
     ),
     md(
@@ -405,7 +493,8 @@ end without `[DONE]`. In this notebook you will:
    run."""
     ),
     code(
-        """import random
+        """# NBVAL_CHECK_OUTPUT
+import random
 import time
 
 import pandas as pd
