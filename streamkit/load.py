@@ -608,9 +608,13 @@ async def _open_loop(
     async def request(i: int, scheduled: float) -> None:
         # How late the request arrived against its drawn time: the dispatcher's own accuracy
         # (a request that then waits for the concurrency cap is not late, only queued).
-        tags = {"scheduled_at": scheduled, "arrival_lag": loop.time() - start - scheduled}
+        arrived = loop.time()
+        tags = {"scheduled_at": scheduled, "arrival_lag": arrived - start - scheduled}
         if gate is not None:
             async with gate:
+                # Seconds spent waiting for the concurrency cap: not in the request's latency
+                # (that counts from its send, as in vLLM), so it is kept beside it.
+                tags["queue_wait"] = loop.time() - arrived
                 await _one(target, spec, offset + i, collector, **tags)
         else:
             await _one(target, spec, offset + i, collector, **tags)

@@ -204,6 +204,8 @@ async def test_open_loop_concurrency_cap_holds(server: RunningServer) -> None:
     df = result.requests_df()
     assert (df["status"] == "completed").all()
     assert _max_overlap(df) == 2
+    # All 12 arrive at once; 10 of them wait for one of the two places.
+    assert (df["queue_wait"] > 0.01).sum() == 10
 
 
 async def test_failures_are_recorded_with_their_class_not_raised(server: RunningServer) -> None:
