@@ -57,6 +57,11 @@ Progress = bool | Literal["auto"]
 SATURATED = 0.85
 """Client CPU, as a fraction of one core, above which a run warns that the client may be what it
 measured (asyncio runs on one core: past this, events wait for the loop)."""
+LAGGING = 0.1
+"""Event-loop lag (p99, seconds) above which a run of a second or more warns: a client busy in
+bursts (a thousand requests opened at once) can delay events by this much without averaging near
+a full core. Shorter runs have too few lag samples for a p99 (their first requests also pay for
+imports and connections)."""
 _TICK = 0.05  # the loop-lag probe's period
 
 
@@ -721,12 +726,20 @@ async def run_load(
 
 def _warnings(result: LoadResult) -> list[str]:
     out = []
-    if result.client_cpu >= SATURATED:
+    lag = result.loop_lag.get("p99", 0.0)
+    if result.client_cpu / result.processes >= SATURATED:
         out.append(
-            f"the client used {result.client_cpu:.0%} of a core (loop lag p99 "
-            f"{result.loop_lag.get('p99', 0) * 1000:.0f} ms): latencies measure the client as "
+            f"the client used {result.client_cpu / result.processes:.0%} of a core (loop lag p99 "
+            f"{lag * 1000:.0f} ms): latencies measure the client as "
             "much as the server. Use a leaner transport ('fast-sse' or 'ws'), fewer concurrent "
             "streams per process, or fan out with streamkit.distributed.run_load_distributed"
+        )
+    elif lag >= LAGGING and result.wall_seconds >= 1.0:
+        out.append(
+            f"the client's event loop ran up to {lag * 1000:.0f} ms late (p99) at "
+            f"{result.client_cpu / result.processes:.0%} of a core: bursts of client work "
+            "(many requests opened at once) delayed events, so short latencies (ITL, TTFT) "
+            "include the client's wait. Use warmup=, a request_rate, or fewer streams per process"
         )
     s = result.summary
     if s.failed:

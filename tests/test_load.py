@@ -251,6 +251,20 @@ def test_a_saturated_client_is_warned_about() -> None:
     assert "the client used 95% of a core" in warning and "fast-sse" in warning
     calm = LoadResult(spec, MetricsCollector(), wall_seconds=2.0, client_cpu_seconds=0.4)
     assert _warnings(calm) == []
+    bursty = LoadResult(
+        spec, MetricsCollector(), wall_seconds=2.0, client_cpu_seconds=0.4, loop_lag={"p99": 0.3}
+    )
+    (warning,) = _warnings(bursty)
+    assert "ran up to 300 ms late (p99) at 20% of a core" in warning
+    # Distributed: 1.5 cores over two processes is 75% of each, not a saturated client.
+    two = LoadResult(
+        spec, MetricsCollector(), wall_seconds=2.0, client_cpu_seconds=3.0, processes=2
+    )
+    assert _warnings(two) == []
+    busy = LoadResult(
+        spec, MetricsCollector(), wall_seconds=2.0, client_cpu_seconds=3.6, processes=2
+    )
+    assert "the client used 90% of a core" in _warnings(busy)[0]
 
 
 def test_run_load_sync_and_save(server: RunningServer, tmp_path: Path) -> None:
