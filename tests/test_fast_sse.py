@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import ssl
-import subprocess
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 from _util import wait_for
 
 import streamkit as sk
@@ -542,30 +541,20 @@ async def test_closing_the_client_closes_its_connections(raw: RawServer) -> None
 
 
 @pytest.fixture(scope="module")
-def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A self-signed certificate for localhost and 127.0.0.1 (made with the openssl tool)."""
-    if shutil.which("openssl") is None:
-        pytest.skip("the openssl command is not installed")
-    folder = tmp_path_factory.mktemp("tls")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(
-        [
-            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"),
-            *("-subj", "/CN=localhost", "-keyout", str(key), "-out", str(cert)),
-            *("-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return cert, key
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, trustme.LeafCert]:
+    """A test CA's certificate file, and a certificate it issued for localhost and 127.0.0.1."""
+    ca = trustme.CA()
+    ca_file = tmp_path_factory.mktemp("tls") / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    return ca_file, ca.issue_cert("localhost", "127.0.0.1")
 
 
 async def test_https_verifies_the_server_by_its_name(
-    certificate: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+    certificate: tuple[Path, trustme.LeafCert], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    cert, key = certificate
+    cert, leaf = certificate
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cert, key)
+    leaf.configure_cert(context)
     server = RawServer()
     await server.start(context)
     try:
