@@ -458,13 +458,8 @@ class LoadBalancer:
         **request: Any,
     ) -> ChatTask:
         """Start :meth:`chat` as a background task on the running loop and return at once."""
-        loop = asyncio.get_running_loop()
         _conversation_of(state, request)
-        run = _ChatRun(self._as_client(), prompt, _resolve_view(view), state, request)
-        run.begin()
-        task = loop.create_task(run.run(raise_on_error=False))
-        run.stop.bind(task, loop)
-        return ChatTask(task, run)
+        return _ChatRun(self._as_client(), prompt, _resolve_view(view), state, request).start_task()
 
     def _as_client(self) -> Client:
         # _ChatRun is duck-typed: it uses only events(), model and base_url, which we have.

@@ -473,12 +473,7 @@ class Client:
         events (the Stop button, sliders) while the stream runs. Await the returned task (or
         ``task.wait()``) to get the result.
         """
-        loop = asyncio.get_running_loop()
-        run = _ChatRun(self, prompt, _resolve_view(view), state, request)
-        run.begin()
-        task = loop.create_task(run.run(raise_on_error=False))
-        run.stop.bind(task, loop)
-        return ChatTask(task, run)
+        return _ChatRun(self, prompt, _resolve_view(view), state, request).start_task()
 
     def chat_sync(self, prompt: Prompt, **kwargs: Any) -> StreamResult:
         """Blocking :meth:`chat`, for code that cannot ``await`` (scripts, a plain function)."""
@@ -593,6 +588,14 @@ class _ChatRun:
             )
         if self.state is not None:
             self.state.begin(self.prompt_text)
+
+    def start_task(self) -> ChatTask:
+        """Begin, then run as a task on the running loop (the Stop button cancels that task)."""
+        loop = asyncio.get_running_loop()  # first: no loop, nothing shown
+        self.begin()
+        task = loop.create_task(self.run(raise_on_error=False))
+        self.stop.bind(task, loop)
+        return ChatTask(task, self)
 
     async def run(self, raise_on_error: bool) -> StreamResult:
         task = asyncio.current_task()

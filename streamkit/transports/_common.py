@@ -8,9 +8,10 @@ SDK, or as a WebSocket ``error`` message.
 from __future__ import annotations
 
 import email.utils
+import json
 import time
-from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import httpx2
 from jiter import from_json
@@ -37,7 +38,9 @@ if TYPE_CHECKING:
 __all__ = [
     "STATUS_CLASSES",
     "ChatChunks",
+    "chat_request",
     "describe",
+    "error_fields",
     "parse_retry_after",
     "read_error",
     "retry_after_from_headers",
@@ -54,6 +57,46 @@ STATUS_CLASSES: dict[int, type[APIStatusError]] = {
     429: RateLimitError,
 }
 """Statuses with their own class; other 5xx are :class:`ServerError`, other 4xx the base class."""
+
+
+def chat_request(
+    base_url: str,
+    api_key: str | None,
+    model: str,
+    messages: Iterable[Mapping[str, Any]],
+    params: Mapping[str, Any] | None,
+) -> tuple[str, dict[str, str], dict[str, Any]]:
+    """``(url, headers, body)`` of a streamed chat completion, for the transports without the SDK.
+
+    ``params`` are further body fields; ``extra_body`` is merged into the body and
+    ``extra_headers`` into the headers, as the openai SDK does. Usage is asked for unless
+    ``params`` say otherwise.
+    """
+    url = base_url.rstrip("/") + "/chat/completions"
+    fields = dict(params or {})
+    extra_body = fields.pop("extra_body", None) or {}
+    headers = {str(k): str(v) for k, v in (fields.pop("extra_headers", None) or {}).items()}
+    if api_key:
+        headers["Authorization"] = f"Bearer {api_key}"
+    body: dict[str, Any] = {"model": model, "messages": list(messages), "stream": True}
+    body.setdefault("stream_options", {"include_usage": True})
+    body.update(fields)
+    body.update(extra_body)
+    return url, headers, body
+
+
+def error_fields(body: bytes, default: str) -> tuple[str, str | None]:
+    """``(message, code)`` from an OpenAI-style error body, or the raw text of any other."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        text = body.decode("utf-8", "replace").strip()
+        return (text[:200] or default), None
+    error = data.get("error", data) if isinstance(data, dict) else {}
+    if not isinstance(error, dict):
+        return str(error)[:200], None
+    code = error.get("code")
+    return str(error.get("message") or default), (str(code) if code is not None else None)
 
 
 def status_error(

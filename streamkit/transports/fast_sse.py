@@ -57,8 +57,15 @@ from ..errors import (
 )
 from ..events import Event, StreamStart
 from ..resume import Attempt
-from ._common import ChatChunks, describe, retry_after_from_headers, status_error
-from .sse import SSEState, _error_fields
+from ._common import (
+    ChatChunks,
+    chat_request,
+    describe,
+    error_fields,
+    retry_after_from_headers,
+    status_error,
+)
+from .sse import SSEState
 
 __all__ = ["HIGH_WATER", "FastSSEPool", "iter_sse", "stream_chat_fast_sse"]
 
@@ -607,7 +614,7 @@ async def _open(
             raw = await conn.body()
         finally:
             pool._release(conn)  # an error body read to its end leaves a reusable connection
-        message, code = _error_fields(raw, conn.reason.decode("latin-1").strip() or "error")
+        message, code = error_fields(raw, conn.reason.decode("latin-1").strip() or "error")
         raise status_error(
             conn.status,
             message,
@@ -704,16 +711,7 @@ async def stream_chat_fast_sse(
     Raises:
         StreamkitError: typed, with the partial text of this attempt.
     """
-    url = base_url.rstrip("/") + "/chat/completions"
-    fields = dict(params or {})
-    extra_body = fields.pop("extra_body", None) or {}
-    headers = {str(k): str(v) for k, v in (fields.pop("extra_headers", None) or {}).items()}
-    if api_key:
-        headers["Authorization"] = f"Bearer {api_key}"
-    body: dict[str, Any] = {"model": model, "messages": list(messages), "stream": True}
-    body.setdefault("stream_options", {"include_usage": True})
-    body.update(fields)
-    body.update(extra_body)
+    url, headers, body = chat_request(base_url, api_key, model, messages, params)
     use_ids = attempt is not None and attempt.use_ids
     last_id = attempt.last_event_id if use_ids and attempt is not None else None
     chunks = ChatChunks(base_url, attempt)

@@ -23,7 +23,6 @@ Three layers, each usable alone:
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
@@ -40,7 +39,14 @@ from ..errors import (
 from ..events import Event, StreamStart
 from ..resume import Attempt
 from ..retry import RetryPolicy
-from ._common import ChatChunks, read_error, retry_after_from_headers, status_error
+from ._common import (
+    ChatChunks,
+    chat_request,
+    error_fields,
+    read_error,
+    retry_after_from_headers,
+    status_error,
+)
 
 __all__ = ["EventSource", "SSEState", "iter_sse", "stream_chat_sse"]
 
@@ -134,7 +140,7 @@ async def _error_response(
     response: httpx2.Response, url: str, partial: list[str] | None
 ) -> StreamkitError:
     body = await response.aread()
-    message, code = _error_fields(body, response.reason_phrase or "error")
+    message, code = error_fields(body, response.reason_phrase or "error")
     return status_error(
         response.status_code,
         message,
@@ -143,20 +149,6 @@ async def _error_response(
         retry_after=retry_after_from_headers(response.headers),
         partial_text="".join(partial or ()),
     )
-
-
-def _error_fields(body: bytes, default: str) -> tuple[str, str | None]:
-    """``(message, code)`` from an OpenAI-style error body, or the raw text of any other."""
-    try:
-        data = json.loads(body)
-    except ValueError:
-        text = body.decode("utf-8", "replace").strip()
-        return (text[:200] or default), None
-    error = data.get("error", data) if isinstance(data, dict) else {}
-    if not isinstance(error, dict):
-        return str(error)[:200], None
-    code = error.get("code")
-    return str(error.get("message") or default), (str(code) if code is not None else None)
 
 
 class EventSource:
@@ -278,16 +270,7 @@ async def stream_chat_sse(
     Raises:
         StreamkitError: typed, with the partial text of this attempt.
     """
-    url = base_url.rstrip("/") + "/chat/completions"
-    fields = dict(params or {})
-    extra_body = fields.pop("extra_body", None) or {}
-    headers = {str(k): str(v) for k, v in (fields.pop("extra_headers", None) or {}).items()}
-    if api_key:
-        headers["Authorization"] = f"Bearer {api_key}"
-    body: dict[str, Any] = {"model": model, "messages": list(messages), "stream": True}
-    body.setdefault("stream_options", {"include_usage": True})
-    body.update(fields)
-    body.update(extra_body)
+    url, headers, body = chat_request(base_url, api_key, model, messages, params)
     use_ids = attempt is not None and attempt.use_ids
     state = SSEState(
         last_event_id=attempt.last_event_id if use_ids and attempt is not None else None
