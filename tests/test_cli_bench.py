@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from test_cli import ENV, cli
 
-from streamkit.cli import _default_transport
+from streamkit.cli.bench import default_transport as _default_transport
 from streamkit.server import RunningServer
 
 FAST = json.dumps({"streamkit": {"ttft": 0.01, "tokens_per_second": 400, "jitter": 0}})

@@ -1,13 +1,4 @@
-"""The ``streamkit`` command: ``serve`` the bundled server, ``chat`` and ``bench`` any endpoint.
-
-``streamkit chat`` writes the reply's text, and nothing else, to stdout as tokens arrive; status and
-errors go to stderr, so ``streamkit chat "…" > reply.txt`` keeps a clean transcript. Exit status:
-0 success, 1 the stream failed (the partial text is still written), 2 bad usage, 130 interrupted.
-
-``streamkit bench`` runs a load experiment (see :mod:`streamkit.load`): a progress bar on stderr,
-the report on stdout, per-request results to ``--output``. Exit status 0 when every request
-completed, 1 when some failed (the report says which and why), 2 bad usage, 130 interrupted.
-"""
+"""``streamkit bench``: a load experiment against any OpenAI-compatible endpoint."""
 
 from __future__ import annotations
 
@@ -20,96 +11,16 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
-from . import __version__
-from .client import Client
-from .errors import UsageError
-from .metrics import SLO
-from .render import ConsoleView
-from .result import StreamResult
-from .retry import RetryPolicy
+from ..client import Client
+from ..errors import UsageError
+from ..metrics import SLO
+from ..retry import RetryPolicy
 
-__all__ = ["main"]
+__all__ = ["add_parser", "default_transport", "run"]
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="streamkit", description="See, tune and measure LLM token streaming."
-    )
-    parser.add_argument("--version", action="version", version=f"streamkit {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{serve,chat,bench}")
-
-    serve = sub.add_parser("serve", help="run the bundled OpenAI-compatible server")
-    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 = any free)")
-    serve.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on every request")
-    serve.add_argument(
-        "--max-concurrent-streams",
-        type=int,
-        metavar="N",
-        help="completions in progress per API key (or client) before 429 (default unlimited)",
-    )
-    serve.add_argument(
-        "--requests-per-minute",
-        type=int,
-        metavar="N",
-        help="completions per API key (or client) in any minute before 429 (default unlimited)",
-    )
-    serve.add_argument(
-        "--max-body-bytes",
-        type=int,
-        default=1 << 20,
-        metavar="N",
-        help="largest request body accepted, else 413 (default 1048576)",
-    )
-    serve.add_argument(
-        "--max-batch",
-        type=int,
-        metavar="N",
-        help="capacity model: most completions generating at once, all callers; the rest wait "
-        "in a FIFO queue and their TTFT includes the wait (default unlimited)",
-    )
-    serve.add_argument(
-        "--decode-capacity",
-        type=float,
-        metavar="TOK_PER_S",
-        help="capacity model: decode tokens/s shared by the running batch; each stream's gap is "
-        "at least running/TOK_PER_S (default unlimited)",
-    )
-
-    chat = sub.add_parser(
-        "chat",
-        help="stream a reply to stdout",
-        description="Stream a chat reply to stdout as tokens arrive. Without --base-url it "
-        "starts the bundled server in-process.",
-    )
-    chat.add_argument("prompt", nargs="?", help="the prompt (default: read stdin)")
-    chat.add_argument("--base-url", help="API root, e.g. https://api.openai.com/v1")
-    chat.add_argument("--api-key", help="API key (default: $OPENAI_API_KEY)")
-    chat.add_argument("--model", help="model id (bundled server default: sim-small)")
-    chat.add_argument(
-        "--transport",
-        choices=["sse", "generic-sse", "ws"],
-        default="sse",
-        help="wire: sse (the openai SDK), generic-sse (httpx2) or ws (WebSocket; the bundled "
-        "server's /v1/ws); default sse",
-    )
-    chat.add_argument("--seed", type=int, help="sampling seed")
-    chat.add_argument("--max-tokens", type=int, help="most completion tokens")
-    chat.add_argument(
-        "--max-retries",
-        type=int,
-        default=2,
-        metavar="N",
-        help="retries of a failed stream, resuming where it broke when the server numbers its "
-        "tokens (default 2; 0 = none)",
-    )
-    chat.add_argument("--timeout", type=float, default=60.0, help="read timeout, seconds")
-    chat.add_argument("--metrics-json", metavar="FILE", help="write the request's metrics here")
-    _bench_parser(sub)
-    return parser
-
-
-def _bench_parser(sub: Any) -> None:
+def add_parser(sub: Any) -> None:
+    """Add the ``bench`` subcommand to ``sub`` (an argparse subparsers object)."""
     bench = sub.add_parser(
         "bench",
         help="run a load experiment and report latencies and throughput",
@@ -205,81 +116,7 @@ def _bench_parser(sub: Any) -> None:
         "--json", action="store_true", help="print the report as JSON instead of a table"
     )
     bench.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status."""
-    args = _parser().parse_args(argv)
-    try:
-        if args.command == "serve":
-            from .server import run_server
-
-            run_server(
-                host=args.host,
-                port=args.port,
-                api_key=args.api_key,
-                max_concurrent_streams=args.max_concurrent_streams,
-                requests_per_minute=args.requests_per_minute,
-                max_body_bytes=args.max_body_bytes,
-                max_batch=args.max_batch,
-                decode_capacity=args.decode_capacity,
-            )
-            return 0
-        if args.command == "bench":
-            return _bench(args)
-        return _chat(args)
-    except UsageError as exc:
-        print(f"streamkit: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
-
-
-def _chat(args: argparse.Namespace) -> int:
-    prompt = args.prompt
-    if prompt is None:
-        if sys.stdin is None or sys.stdin.isatty():
-            raise UsageError("no prompt: pass one as an argument or pipe it on stdin")
-        prompt = sys.stdin.read().strip()
-        if not prompt:
-            raise UsageError("the prompt read from stdin is empty")
-    if args.max_retries < 0:
-        raise UsageError(f"--max-retries {args.max_retries} is invalid: must be 0 or more")
-    client = Client(
-        args.base_url,
-        args.api_key or os.environ.get("OPENAI_API_KEY"),
-        args.model,
-        timeout=args.timeout,
-        transport=args.transport,
-        # N retries = N + 1 attempts; the SDK's own retries stay off so they do not multiply.
-        retry=RetryPolicy(max_attempts=args.max_retries + 1),
-    )
-    # A terminal takes every token as it comes: the buffer flushes each one.
-    view = ConsoleView(out=sys.stdout, status=sys.stderr, max_tokens=1, max_delay=0.0)
-    request: dict[str, Any] = {"seed": args.seed, "max_tokens": args.max_tokens}
-    try:
-        result = asyncio.run(_run(client, prompt, view, request))
-    except KeyboardInterrupt:
-        return 130
-    if args.metrics_json:
-        with open(args.metrics_json, "w", encoding="utf-8") as fh:
-            json.dump(result.to_dict(), fh, indent=2)
-            fh.write("\n")
-    # The view has already written the outcome to stderr: the summary, or one line naming the
-    # error class ("[failed: ConnectError: …]"), after whatever partial text arrived.
-    return 0 if result.ok else 1
-
-
-async def _run(
-    client: Client, prompt: str, view: ConsoleView, request: dict[str, Any]
-) -> StreamResult:
-    async with client:
-        return await client.chat(
-            prompt,
-            view=view,
-            raise_on_error=False,
-            **{k: v for k, v in request.items() if v is not None},
-        )
+    bench.set_defaults(run=run)
 
 
 def _goodput(items: Sequence[str] | None) -> SLO | None:
@@ -299,7 +136,7 @@ def _goodput(items: Sequence[str] | None) -> SLO | None:
     return SLO(**limits)
 
 
-def _default_transport(urls: Sequence[str]) -> str:
+def default_transport(urls: Sequence[str]) -> str:
     """fast-sse, unless a proxy from the environment applies to an endpoint (it reads none)."""
     import urllib.request
 
@@ -325,8 +162,8 @@ async def _bench_run(
     spec: Any,
     progress: Any,
 ) -> Any:
-    from .balance import LoadBalancer
-    from .load import run_load
+    from ..balance import LoadBalancer
+    from ..load import run_load
 
     clients = [
         Client(url, api_key, model, timeout=args.timeout, transport=args.transport, retry=retry)
@@ -351,8 +188,9 @@ async def _bench_run(
     return result
 
 
-def _bench(args: argparse.Namespace) -> int:
-    from .load import LoadSpec, load_prompts
+def run(args: argparse.Namespace) -> int:
+    """Run the experiment and print its report; 1 when any request failed."""
+    from ..load import LoadSpec, load_prompts
 
     if args.max_retries < 0:
         raise UsageError(f"--max-retries {args.max_retries} is invalid: must be 0 or more")
@@ -391,19 +229,19 @@ def _bench(args: argparse.Namespace) -> int:
     progress: Any = False if args.no_progress else "auto"
     server = None
     if not urls:
-        from .server.process import serve_in_subprocess
+        from ..server.process import serve_in_subprocess
 
         # A child process: the simulator's work must not share this process's GIL and core.
         server = serve_in_subprocess()
         urls = [server.base_url]
     if args.transport is None:
-        args.transport = _default_transport(urls)
+        args.transport = default_transport(urls)
     api_key = args.api_key or os.environ.get("OPENAI_API_KEY") or ("x" if server else None)
     model = args.model or ("sim-small" if server else None)
     retry = RetryPolicy(max_attempts=args.max_retries + 1) if args.max_retries else None
     try:
         if distributed:
-            from .distributed import run_load_distributed
+            from ..distributed import run_load_distributed
 
             result = run_load_distributed(
                 spec,
@@ -429,7 +267,3 @@ def _bench(args: argparse.Namespace) -> int:
     else:
         print(result.table())
     return 0 if result.summary.failed == 0 else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,7 @@
+"""``python -m streamkit.cli``: the ``streamkit`` command."""
+
+import sys
+
+from . import main
+
+sys.exit(main())
