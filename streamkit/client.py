@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import threading
 import time
 import uuid
@@ -36,6 +35,7 @@ from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 import httpx2
 import openai
 
+from .endpoint import ModelInfo, choose_model, list_models, resolve_endpoint
 from .errors import StreamCancelled, StreamkitError, UsageError
 from .events import Event, StreamError
 from .render import View, auto_view
@@ -78,10 +78,14 @@ class Client:
 
     Args:
         base_url: the API root, e.g. ``https://api.openai.com/v1`` or ``http://localhost:11434/v1``
-            (Ollama). ``None`` starts the bundled simulator (the embedded default).
-        api_key: the key; defaults to ``OPENAI_API_KEY`` for a remote endpoint.
-        model: the default model; the bundled server's default is ``sim-small``. Required for
-            other endpoints (pass it here or per call).
+            (Ollama). Default: ``$STREAMKIT_BASE_URL``, else ``$OPENAI_BASE_URL``, else the
+            bundled simulator, started in-process (the embedded default; see
+            :mod:`streamkit.endpoint` for the precedence).
+        api_key: the key; default ``$STREAMKIT_API_KEY``, else ``$OPENAI_API_KEY`` (never sent
+            to the bundled simulator).
+        model: the default model; default ``$STREAMKIT_MODEL``, else ``sim-small`` on the
+            bundled server, else the endpoint's own (``GET /v1/models`` on first use: the only
+            model, or the first of several, logged). Per-call ``model=`` overrides it.
         timeout: seconds to wait for a connection or between reads before a ``ReadTimeout``
             (over WebSocket: for the handshake; a dead socket is found by keepalive pings).
         max_retries: the openai SDK's own retries of a request that fails before streaming
@@ -147,6 +151,8 @@ class Client:
                 )
         if not isinstance(resume, bool):
             raise UsageError(f"resume={resume!r} is invalid: must be True or False")
+        endpoint = resolve_endpoint(base_url, api_key, model)
+        base_url, api_key, model = endpoint.base_url, endpoint.api_key, endpoint.model
         if base_url is None:
             from .server import default_server
 
@@ -155,12 +161,19 @@ class Client:
             api_key = api_key or _LOCAL_KEY
             model = model or "sim-small"
         elif not base_url.startswith(("http://", "https://")):
+            where = (
+                "" if endpoint.base_url_from == "argument" else f" (from ${endpoint.base_url_from})"
+            )
             raise UsageError(
-                f"base_url={base_url!r} is not an http(s) URL "
+                f"base_url={base_url!r}{where} is not an http(s) URL "
                 "(e.g. http://127.0.0.1:8000/v1 or https://api.openai.com/v1)"
             )
         self.base_url = base_url.rstrip("/")
-        self.api_key = api_key or os.environ.get("OPENAI_API_KEY") or "missing-api-key"
+        self.base_url_from = endpoint.base_url_from
+        self.served_models: list[ModelInfo] | None = None  # the last GET /v1/models answer
+        # The SDK insists on a key; a placeholder makes a keyed server answer 401 (AuthError,
+        # whose message says which variable to set) rather than the SDK refusing to start.
+        self.api_key = api_key or "missing-api-key"
         self.model = model
         self.timeout = float(timeout)
         self.max_retries = max_retries
@@ -185,6 +198,45 @@ class Client:
         self._fast: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, FastSSEPool] = (
             weakref.WeakKeyDictionary()
         )
+        self._discovery: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task[str]] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    async def models(self) -> list[ModelInfo]:
+        """The models the endpoint serves (``GET {base_url}/models``), with prices when it
+        publishes them (the bundled server does).
+
+        Raises:
+            StreamkitError: typed as a chat request's would be (refused connection, 401, 404).
+        """
+        self.served_models = await list_models(
+            self.base_url, self.api_key, read_timeout=self.timeout
+        )
+        return self.served_models
+
+    async def resolve_model(self) -> str:
+        """The model requests use: the one given (argument or ``STREAMKIT_MODEL``), else the
+        server's, asked once with ``GET /v1/models`` (the only model, or the first of several,
+        logged). Every request without a model calls this first.
+
+        Raises:
+            StreamkitError: the typed error of the models request (e.g.
+                :class:`~streamkit.errors.ConnectError` when nothing answers), or
+                :class:`~streamkit.errors.UsageError` when the server lists no model.
+        """
+        if self.model:
+            return self.model
+        loop = asyncio.get_running_loop()
+        task = self._discovery.get(loop)
+        if task is None or (task.done() and task.exception() is not None):
+            # One request per loop however many streams start at once (a load run's first wave).
+            task = self._discovery[loop] = loop.create_task(self._discover())
+        model = await asyncio.shield(task)
+        self.model = model
+        return model
+
+    async def _discover(self) -> str:
+        return choose_model(await self.models(), self.base_url)
 
     def __repr__(self) -> str:
         # Never the key.
@@ -303,6 +355,16 @@ class Client:
             StreamkitError: typed, with the partial text; leaving the loop early closes the
                 connection at once.
         """
+        if not (model or self.model):
+            # Ask the server first (GET /v1/models); its errors are this stream's errors.
+            return self._discover_then_stream(
+                prompt,
+                max_tokens=max_tokens,
+                seed=seed,
+                temperature=temperature,
+                extra_body=extra_body,
+                **params,
+            )
         request = self._request(model, max_tokens, seed, temperature, extra_body, params)
         model_id: str = request.pop("model")
         key = _add_attempt_key(request)
@@ -326,6 +388,15 @@ class Client:
             resume=self.resume,
             key=key,
         )
+
+    async def _discover_then_stream(self, prompt: Prompt, **request: Any) -> AsyncIterator[Event]:
+        model = await self.resolve_model()
+        stream = self.events(prompt, model=model, **request)
+        try:
+            async for event in stream:
+                yield event
+        finally:
+            await stream.aclose()  # type: ignore[attr-defined]  # an async generator
 
     def _factory(
         self, model: str, messages: list[Mapping[str, Any]], request: dict[str, Any]
@@ -407,7 +478,7 @@ class Client:
         params: Mapping[str, Any],
     ) -> dict[str, Any]:
         model = model or self.model
-        if not model:
+        if not model:  # events() resolves it first; kept for direct callers
             raise UsageError(f"no model given for {self.base_url}: pass model= to Client or chat")
         if max_tokens is not None and (
             not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1

@@ -6,11 +6,18 @@ real socket; fault scenarios are chosen per request, so one server serves every 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
 
+from streamkit.endpoint import ENV_API_KEY, ENV_BASE_URL, ENV_MODEL
 from streamkit.server import RunningServer, serve_in_thread
+
+# Tests (and the notebook kernels they start) run offline against servers they start: an
+# endpoint the developer's shell points at must not leak into them.
+for _name in (*ENV_BASE_URL, *ENV_API_KEY, *ENV_MODEL):
+    os.environ.pop(_name, None)
 
 
 @pytest.fixture(scope="session")

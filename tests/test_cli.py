@@ -180,4 +180,4 @@ def test_max_retries_retries_and_says_so_on_stderr() -> None:
         env=ENV,
         timeout=60,
     )
-    assert bad.returncode == 2 and "--max-retries -1 is invalid" in bad.stderr
+    assert bad.returncode == 2 and "--max-retries: -1 is invalid" in bad.stderr

@@ -40,6 +40,9 @@ class ConsoleView(BufferedView):
         max_tokens: write after this many tokens are waiting.
         max_delay: write once the first waiting token has waited this long (seconds).
         clock: the clock for flush times (``time.perf_counter``).
+        summary: the line written to ``status`` when a stream completes (default
+            :meth:`StreamResult.summary <streamkit.result.StreamResult.summary>`); the CLI adds
+            the cost.
     """
 
     def __init__(
@@ -50,8 +53,10 @@ class ConsoleView(BufferedView):
         max_tokens: int = 4,
         max_delay: float = 0.05,
         clock: Callable[[], float] = time.perf_counter,
+        summary: Callable[[StreamResult], str] | None = None,
     ) -> None:
         super().__init__(max_tokens=max_tokens, max_delay=max_delay, clock=clock)
+        self._summary = summary
         self._out = out
         self._status = status
         self._last_char = ""  # the last character written to out in this stream
@@ -98,7 +103,7 @@ class ConsoleView(BufferedView):
         out.flush()
         line = failure_line(result)
         if line is None and self._status is not None:
-            line = result.summary()
+            line = self._summary(result) if self._summary is not None else result.summary()
         if line is not None:
             target = self._status if self._status is not None else out
             target.write(line + "\n")
