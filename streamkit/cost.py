@@ -13,7 +13,8 @@ An unknown model raises :class:`~streamkit.errors.UnpricedModelError`, or gives 
 reported usage (cached prompt tokens at the cached rate only, never again at the input rate);
 :func:`estimate_cost` prices text when no usage came back, and says which tokenizer counted it.
 A :class:`Ledger` keeps one row per request: usage reported against tokens counted, flags for
-missing usage and disagreement, and the cost of tokens that retries threw away.
+missing usage and disagreement, and the cost of tokens that retries threw away. Left as a notebook
+cell's value it shows itself as a table of its rows and totals (``_repr_html_``).
 """
 
 from __future__ import annotations
@@ -483,6 +484,22 @@ def cost_of(usage: Usage, model: str, table: PriceTable | None = None) -> Cost:
     )
 
 
+def _cost_if_priced(usage: Usage | None, model: str) -> Cost | None:
+    """What ``usage`` cost at the default prices, or None: no usage, an unpriced model, or
+    counts that cannot be priced. For displays, which must never raise and never guess."""
+    if usage is None or not model:
+        return None
+    price = _default_table().price_for(model, strict=False)
+    if not isinstance(price, Price):
+        return None
+    try:
+        return _priced(
+            model, price, usage.prompt_tokens, usage.cached_tokens, usage.completion_tokens
+        )
+    except UsageError:
+        return None
+
+
 def estimate_cost(
     prompt: str | Iterable[Mapping[str, Any]],
     completion: str,
@@ -516,8 +533,11 @@ def estimate_cost(
 
 # -- the ledger --------------------------------------------------------------------------------
 
+# Rows the HTML table shows before it says how many more there are (df() has them all).
+_HTML_ROWS = 20
 
-@dataclass
+
+@dataclass(repr=False)
 class Ledger:
     """One row per request: usage reported against tokens counted, flags, and the price.
 
@@ -654,6 +674,78 @@ class Ledger:
             "missing_usage": sum(r["missing_usage"] for r in rows),
             "disagreement": sum(r["disagreement"] for r in rows),
         }
+
+    def __repr__(self) -> str:
+        """One line: ``<Ledger 3 requests · $0.000420 · 1 missing usage · 0 disagreements>``."""
+        totals = self.totals()
+        retry = f" (retries ${totals['retry_usd']:.6f})" if totals["retry_usd"] else ""
+        return (
+            f"<Ledger {totals['requests']} requests · ${totals['total_usd']:.6f}{retry} · "
+            f"{totals['missing_usage']} missing usage · {totals['disagreement']} disagreements>"
+        )
+
+    def _repr_html_(self) -> str:
+        """A table of the rows (the first 20) and the totals, every value escaped."""
+        from . import _html
+
+        def tokens(row: Mapping[str, Any], kind: str) -> str:
+            reported, counted = row[f"{kind}_tokens_reported"], row[f"{kind}_tokens_counted"]
+            return " / ".join(_html.MISSING if n is None else str(n) for n in (reported, counted))
+
+        def flags(row: Mapping[str, Any]) -> str:
+            names = [
+                name
+                for name, on in (
+                    ("estimated", row["estimated"]),
+                    ("missing usage", row["missing_usage"]),
+                    ("disagreement", row["disagreement"]),
+                )
+                if on
+            ]
+            return ", ".join(names)
+
+        header = [
+            "label",
+            "model",
+            "status",
+            "prompt tokens (reported / counted)",
+            "completion tokens (reported / counted)",
+            "retries",
+            "retry USD",
+            "total USD",
+            "flags",
+        ]
+        shown = self.rows[:_HTML_ROWS]
+        body = [
+            [
+                r["label"],
+                r["model"],
+                r["status"],
+                tokens(r, "prompt"),
+                tokens(r, "completion"),
+                r["retries"],
+                _html.usd(r["retry_usd"]),
+                _html.usd(r["total_usd"]),
+                flags(r),
+            ]
+            for r in shown
+        ]
+        totals = self.totals()
+        footer = [
+            f"{totals['requests']} requests",
+            "",
+            "",
+            "",
+            "",
+            sum(r["retries"] for r in self.rows),
+            _html.usd(float(totals["retry_usd"])),
+            _html.usd(float(totals["total_usd"])),
+            f"{totals['missing_usage']} missing usage, {totals['disagreement']} disagreements",
+        ]
+        more = len(self.rows) - len(shown)
+        note = f"first {len(shown)} of {len(self.rows)} rows; .df() has all" if more else None
+        table = _html.grid("Ledger", header, body, note=note, footer=footer, align="lllrrrrrl")
+        return _html.wrap(table)
 
 
 def _differs(reported: int, counted: int, threshold: float) -> bool:

@@ -39,6 +39,9 @@ seconds from the request's send time (the first attempt's ``StreamStart.sent_at`
 genai-perf and GuideLLM define some of these differently; :func:`genai_perf_metrics`,
 :func:`guidellm_metrics` and :func:`compare_conventions` derive their numbers from the same raw
 log (see ``docs/metrics.md`` for the sources).
+
+The result objects (:class:`RunSummary`, :class:`ConventionMetrics`, :class:`RequestMetrics`)
+have a one-line text repr and, as a notebook cell's value, a compact HTML table.
 """
 
 from __future__ import annotations
@@ -679,7 +682,7 @@ def _usage_from_record(record: Mapping[str, Any]) -> Usage:
 # -- per-request metrics -----------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, repr=False)
 class RequestMetrics:
     """One request's metrics under streamkit's (vLLM's) definitions; seconds, None if undefined.
 
@@ -720,6 +723,55 @@ class RequestMetrics:
     def ok(self) -> bool:
         """True when the server completed the stream."""
         return self.status == "completed"
+
+    def __repr__(self) -> str:
+        """One line: ``<RequestMetrics 3 'request 3' completed sim-small · 64 tokens · …>``."""
+        parts = [f"{self.output_tokens} tokens"]
+        if self.ttft is not None:
+            parts.append(f"TTFT {self.ttft * 1000:.0f} ms")
+        if self.tpot is not None:
+            parts.append(f"TPOT {self.tpot * 1000:.1f} ms")
+        if self.error_kind is not None and self.status != "completed":
+            parts.append(self.error_kind)
+        model = f" {self.model}" if self.model else ""
+        return (
+            f"<RequestMetrics {self.id} {self.label!r} {self.status}{model} · "
+            + " · ".join(parts)
+            + ">"
+        )
+
+    def _repr_html_(self) -> str:
+        """A compact table of the request's metrics, every value escaped."""
+        from . import _html
+
+        rows: list[tuple[str, object]] = [
+            ("status", self.status),
+            ("model", self.model or None),
+        ]
+        if self.error_kind is not None and self.status != "completed":
+            rows.append(("error", f"{self.error_kind}: {self.error_message}"))
+        speed = self.tokens_per_second
+        rows += [
+            ("TTFB", _html.ms(self.ttfb)),
+            ("TTFT", _html.ms(self.ttft)),
+            ("TPOT", _html.ms(self.tpot, 2)),
+            ("tokens/s", None if speed is None else f"{speed:.1f}"),
+            ("E2E", _html.ms(self.e2e)),
+            ("output tokens", f"{self.output_tokens} ({self.output_tokens_source})"),
+            ("prompt tokens", self.prompt_tokens),
+            ("finish reason", self.finish_reason),
+            ("retries", self.retries),
+        ]
+        if self.render_lag_mean is not None:
+            rows.append(
+                (
+                    "render lag",
+                    f"mean {_html.ms(self.render_lag_mean)}, max {_html.ms(self.render_lag_max)}",
+                )
+            )
+        rows += [(str(k), v) for k, v in self.tags.items()]
+        table = _html.key_value_table("RequestMetrics", rows, note=f"{self.id} · {self.label}")
+        return _html.wrap(table)
 
 
 def request_metrics(rec: RequestRecorder) -> RequestMetrics:
@@ -773,7 +825,7 @@ def request_metrics(rec: RequestRecorder) -> RequestMetrics:
 # -- run summary -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, repr=False)
 class RunSummary:
     """A run under streamkit's (vLLM's) definitions: counts, throughputs, distributions.
 
@@ -838,6 +890,70 @@ class RunSummary:
             errors = ", ".join(f"{k} ×{v}" for k, v in sorted(self.errors.items()))
             lines.append(f"retries {self.retries} ({causes or '-'}); errors: {errors or 'none'}")
         return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        """One line: ``<RunSummary 10 requests: 10 completed, 0 failed · 2.31 s · 277.1 tok/s ·
+        TTFT p50 85 ms>``; ``print(summary)`` gives the full text."""
+        parts = [
+            f"{self.requests} requests: {self.completed} completed, {self.failed} failed",
+            f"{self.duration:.2f} s",
+        ]
+        if self.output_throughput is not None:
+            parts.append(f"{self.output_throughput:.1f} tok/s")
+        if self.ttft.p50 is not None:
+            parts.append(f"TTFT p50 {self.ttft.p50 * 1000:.0f} ms")
+        if self.goodput is not None:
+            parts.append(f"goodput {self.goodput:.2f} req/s")
+        return f"<RunSummary {' · '.join(parts)}>"
+
+    def _repr_html_(self) -> str:
+        """Counts and throughputs, then one row per distribution (completed requests)."""
+        from . import _html
+
+        def rate(value: float | None, unit: str, digits: int) -> str | None:
+            return None if value is None else f"{value:.{digits}f} {unit}"
+
+        rows: list[tuple[str, object]] = [
+            (
+                "requests",
+                f"{self.requests}: {self.completed} completed, {self.failed} failed, "
+                f"{self.stopped} stopped, {self.running} running",
+            ),
+            ("duration", f"{self.duration:.2f} s"),
+            ("output tokens", self.output_tokens),
+            ("output throughput", rate(self.output_throughput, "tok/s", 1)),
+            ("request throughput", rate(self.request_throughput, "req/s", 2)),
+        ]
+        if self.slo is not None:
+            limits = ", ".join(
+                f"{name} ≤ {limit * 1000:g} ms"
+                for name, limit in (
+                    ("TTFT", self.slo.ttft),
+                    ("TPOT", self.slo.tpot),
+                    ("E2E", self.slo.e2e),
+                )
+                if limit is not None
+            )
+            rows.append(
+                (
+                    "goodput",
+                    f"{rate(self.goodput, 'req/s', 2) or _html.MISSING} "
+                    f"({self.good_requests} good; {limits})",
+                )
+            )
+        if self.retries or self.retry_causes:
+            causes = ", ".join(f"{k} ×{v}" for k, v in sorted(self.retry_causes.items()))
+            rows.append(("retries", f"{self.retries} ({causes})" if causes else self.retries))
+        if self.errors:
+            rows.append(("errors", ", ".join(f"{k} ×{v}" for k, v in sorted(self.errors.items()))))
+        counts = _html.key_value_table("RunSummary", rows)
+        spread = _html.grid(
+            "distributions",
+            _DISTRIBUTION_HEADER,
+            _distribution_rows(self.distributions()),
+            note="completed requests",
+        )
+        return _html.wrap(counts, spread)
 
 
 def _run_window(recs: Sequence[RequestRecorder]) -> tuple[float, float] | None:
@@ -917,7 +1033,7 @@ def summarize(
 # -- other tools' conventions, from the same raw log -------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, repr=False)
 class ConventionMetrics:
     """One benchmarking tool's reading of a run.
 
@@ -938,6 +1054,38 @@ class ConventionMetrics:
     request_throughput: float | None
     metrics: dict[str, Distribution]
     definitions: dict[str, str]
+
+    def __repr__(self) -> str:
+        """One line: ``<ConventionMetrics genai-perf · 50 requests · 2.31 s · 277.1 tok/s>``."""
+        parts = [self.convention, f"{self.requests} requests", f"{self.duration:.2f} s"]
+        if self.output_throughput is not None:
+            parts.append(f"{self.output_throughput:.1f} tok/s")
+        return f"<ConventionMetrics {' · '.join(parts)}>"
+
+    def _repr_html_(self) -> str:
+        """Throughputs, then one row per metric with its definition under this convention."""
+        from . import _html
+
+        out = self.output_throughput
+        req = self.request_throughput
+        rows = [
+            ("requests", self.requests),
+            ("duration", f"{self.duration:.2f} s"),
+            ("output throughput", None if out is None else f"{out:.1f} tok/s"),
+            ("request throughput", None if req is None else f"{req:.2f} req/s"),
+            ("throughput is", self.definitions.get("throughput")),
+        ]
+        counts = _html.key_value_table("ConventionMetrics", rows, note=self.convention)
+        spread = _html.grid(
+            "distributions",
+            [*_DISTRIBUTION_HEADER, "definition"],
+            [
+                [*cells, self.definitions.get(name, "")]
+                for name, cells in zip(self.metrics, _distribution_rows(self.metrics), strict=True)
+            ],
+            align="l" + "r" * (len(_DISTRIBUTION_HEADER) - 1) + "l",
+        )
+        return _html.wrap(counts, spread)
 
 
 def vllm_metrics(
@@ -1144,6 +1292,23 @@ def compare_conventions(
 
 def _scaled(value: float | None, k: float) -> float:
     return math.nan if value is None else value * k
+
+
+_DISTRIBUTION_HEADER = ("metric", "count", "mean", "p50", "p90", "p95", "p99", "max")
+
+
+def _distribution_rows(dists: Mapping[str, Distribution]) -> list[list[object]]:
+    """One table row per distribution: times in ms, rates (``…per_second…``) in tokens/s."""
+    rows: list[list[object]] = []
+    for name, d in dists.items():
+        per_second = "per_second" in name
+        label = f"{name} (tokens/s)" if per_second else f"{name} (ms)"
+        k, digits = (1.0, 1) if per_second else (1000.0, 2)
+        values = (d.mean, d.p50, d.p90, d.p95, d.p99, d.max)
+        rows.append(
+            [label, d.count, *(None if v is None else f"{v * k:.{digits}f}" for v in values)]
+        )
+    return rows
 
 
 # -- the collector -----------------------------------------------------------------------------

@@ -5,6 +5,9 @@ object serves a stream that completed, one that failed half-way (its text is the
 one the user stopped. Timing definitions follow vLLM's ``bench serve``: time to first token counts
 the first chunk *with content* (role-only chunks do not count); end-to-end latency runs from send to
 the last content chunk.
+
+Left as a notebook cell's value, a result shows itself as a compact table with the start of its
+text (``_repr_html_``, every value escaped: model text is untrusted) and, as text, one short line.
 """
 
 from __future__ import annotations
@@ -21,7 +24,12 @@ __all__ = ["StreamResult", "StreamStatus"]
 StreamStatus = Literal["pending", "streaming", "completed", "stopped", "failed"]
 
 
-@dataclass
+# How much text the one-line repr and the HTML table show before cutting it with "…".
+_REPR_TEXT_CHARS = 24
+_HTML_TEXT_CHARS = 1000
+
+
+@dataclass(repr=False)
 class StreamResult:
     """The outcome of one chat stream, complete or partial.
 
@@ -176,6 +184,61 @@ class StreamResult:
             return None
         span = self.last_token_at - self.first_token_at
         return (self.output_tokens - 1) / span if span > 0 else None
+
+    def __repr__(self) -> str:
+        """One line, e.g. ``<StreamResult completed sim-small · 140 tokens · TTFT 85 ms · "Str…">``.
+
+        Short on purpose (the dataclass default printed every field): :meth:`summary` has the
+        rest, :meth:`to_dict` every metric.
+        """
+        from ._html import one_line
+
+        head = f"{self.status} {self.model}" if self.model else self.status
+        parts = [head, f"{self.output_tokens} tokens"]
+        if self.ttft is not None:
+            parts.append(f"TTFT {self.ttft * 1000:.0f} ms")
+        if self.error is not None and self.status != "completed":
+            parts.append(self.error.kind)
+        if self.text:
+            parts.append(f'"{one_line(self.text, _REPR_TEXT_CHARS)}"')
+        return f"<StreamResult {' · '.join(parts)}>"
+
+    def _repr_html_(self) -> str:
+        """A compact table of the metrics and the start of the text, every value escaped."""
+        from . import _html
+        from .cost import _cost_if_priced
+
+        rows: list[tuple[str, object]] = [("status", self.status), ("model", self.model or None)]
+        if self.error is not None and self.status != "completed":
+            rows.append(("error", f"{self.error.kind}: {self.error.message}"))
+        speed = self.tokens_per_second
+        source = "from usage" if self.output_tokens_source == "usage" else "chunks counted"
+        rows += [
+            ("TTFT", _html.ms(self.ttft)),
+            ("TPOT", _html.ms(self.tpot, 2)),
+            ("tokens/s", None if speed is None else f"{speed:.1f}"),
+            ("E2E", _html.ms(self.e2e)),
+            ("output tokens", f"{self.output_tokens} ({source})"),
+            ("finish reason", self.finish_reason),
+        ]
+        retries = str(self.retries)
+        if self.discarded_tokens:
+            retries += f" ({self.discarded_tokens} tokens discarded)"
+        rows.append(("retries", retries))
+        usage = self.usage
+        if usage is None:
+            rows.append(("usage", "not reported"))
+        else:
+            cached = f" ({usage.cached_tokens} cached)" if usage.cached_tokens else ""
+            rows.append(
+                ("usage", f"{usage.prompt_tokens} in{cached} + {usage.completion_tokens} out")
+            )
+        cost = _cost_if_priced(usage, self.model)
+        if cost is not None:
+            rows.append(("cost", f"{_html.usd(cost.total_usd)} ({cost.source} prices)"))
+        table = _html.key_value_table("StreamResult", rows)
+        text = _html.text_block(self.text, _HTML_TEXT_CHARS) if self.text else ""
+        return _html.wrap(table, text)
 
     def summary(self) -> str:
         """One line for humans: status, TTFT, speed, usage, finish reason."""

@@ -58,6 +58,7 @@ _STATUS_COLORS = {
     "stopped": "#ff7f0e",
 }
 _PLAIN_TEXT = "streamkit metrics dashboard (live plot; print(dashboard) for a text summary)"
+_PLAIN_TEXT_CONSOLE = "streamkit metrics dashboard (text: a summary once requests run)"
 # The longest a frame waits for the browser to report the previous one drawn (seconds). Past
 # it, frames go out at `rate` until the browser reports again: a closed page, or a kernel that
 # holds widget messages until the cell ends, must not slow the dashboard down for good.
@@ -217,6 +218,9 @@ class Dashboard:
         dash = sk.Dashboard(collector).show()     # draws an empty figure now
         await asyncio.gather(*(client.chat(p, observers=[collector], view=None) for p in prompts))
 
+    A dashboard left as a cell's value displays itself too (``sk.Dashboard(collector)`` on the
+    last line), and ``sk.Dashboard(collector).show()`` on the last line shows one figure, not two.
+
     Args:
         collector: the collector to follow.
         rate: redraws per second while requests are active (a few Hz is plenty).
@@ -271,6 +275,9 @@ class Dashboard:
         self._last_change = clock()
         self._last_values: dict[str, Any] = {}
         self._handle: DisplayHandle | None = None
+        # The cell (IPython execution count) in which show() displayed the figure, until the
+        # next display: see _ipython_display_.
+        self._shown_in_cell: int | None = None
         self._printed_idle = True
         # Frame pacing: the trace edit a browser last reported drawn, when the last frame (or
         # the figure itself) went out, and whether reports arrive at all.
@@ -298,18 +305,34 @@ class Dashboard:
 
             if InteractiveShell.initialized() and self._handle is None:
                 self._ipython_display_()
+                self._shown_in_cell = _execution_count()
         return self
 
     def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
-        bundle: dict[str, Any] = {"text/plain": _PLAIN_TEXT}
-        if self.widget is not None:
-            bundle.update(self.widget._repr_mimebundle_(**kwargs))
-            bundle["text/plain"] = _PLAIN_TEXT  # the widget's own holds a random trace uid
+        """The figure widget's bundle (widget mode), with a ``text/plain`` that reads anywhere.
+
+        Widget mode keeps a fixed line: a saved notebook stores this bundle as displayed, before
+        any request ran (and the widget's own text holds a random trace uid). Console mode has
+        no figure: its text is the run summary so far.
+        """
+        if self.widget is None:
+            plain = self.text() if self.collector.requests else _PLAIN_TEXT_CONSOLE
+            return {"text/plain": plain}
+        bundle: dict[str, Any] = self.widget._repr_mimebundle_(**kwargs)
+        bundle["text/plain"] = _PLAIN_TEXT
         return bundle
 
     def _ipython_display_(self) -> None:
+        """Display the dashboard (IPython calls this for ``display(dash)`` and a cell's value)."""
         from IPython.display import display
 
+        shown_in, self._shown_in_cell = self._shown_in_cell, None
+        if shown_in is not None and shown_in == _execution_count():
+            # show() displayed it in this cell and returned it, and IPython now displays the
+            # value of the cell's last line: `sk.Dashboard(c).show()` would show two figures.
+            # (So would an explicit display(dash) after show() in the same cell: it is on
+            # screen already.) Once only: a later cell's display shows it again.
+            return
         self._sent_at = self._clock()  # the first draw is the first frame in flight
         self._handle = display(  # type: ignore[no-untyped-call]  # IPython is untyped
             self._repr_mimebundle_(), raw=True, display_id=True
@@ -587,6 +610,16 @@ class Dashboard:
             fig.data[3].marker.color = colors
         if fresh("title"):
             fig.layout.title.text = values["title"]
+
+
+def _execution_count() -> int | None:
+    """The running IPython shell's execution count (the cell being run), or None."""
+    from IPython.core.interactiveshell import InteractiveShell
+
+    if not InteractiveShell.initialized():
+        return None
+    count = InteractiveShell.instance().execution_count
+    return count if isinstance(count, int) else None
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:
