@@ -202,6 +202,34 @@ class Client:
             weakref.WeakKeyDictionary()
         )
 
+    @classmethod
+    def bundled(cls, model: str = "sim-small", **options: Any) -> Client:
+        """A client of the bundled simulator, whatever the environment says.
+
+        ``Client()`` follows ``STREAMKIT_BASE_URL`` / ``OPENAI_BASE_URL`` when they are set;
+        code that needs the simulator's own features (its models, fault injection, ``extra_body``
+        settings) asks for it by name, so it runs the same in every shell.
+
+        Args:
+            model: a simulated model (``sim-small``, ``sim-large``).
+            **options: any other :class:`Client` option (``transport``, ``retry``, …).
+        """
+        from .server import default_server
+
+        return cls(default_server().base_url, _LOCAL_KEY, model, **options)
+
+    @classmethod
+    def from_env(cls, **options: Any) -> Client | None:
+        """A client of the endpoint the environment names, or None when it names none.
+
+        Reads ``STREAMKIT_BASE_URL`` (else ``OPENAI_BASE_URL``), the key and the model as
+        ``Client()`` does (see :mod:`streamkit.endpoint`). For "try it on my own server, if I
+        configured one" cells, which must do nothing (and spend nothing) otherwise.
+        """
+        if resolve_endpoint().base_url is None:
+            return None
+        return cls(**options)
+
     async def models(self) -> list[ModelInfo]:
         """The models the endpoint serves (``GET {base_url}/models``), with prices when it
         publishes them (the bundled server does).
@@ -816,11 +844,15 @@ _default_lock = threading.Lock()
 
 
 def default_client() -> Client:
-    """The process-wide client of the module-level shortcuts: the bundled server, ``sim-small``."""
+    """The process-wide client of the module-level shortcuts: the bundled server, ``sim-small``.
+
+    The shortcuts (``sk.chat``…) are the offline playground and stay on the simulator even when
+    ``OPENAI_BASE_URL`` is set; ``Client()`` follows the environment.
+    """
     global _default_client
     with _default_lock:
         if _default_client is None:
-            _default_client = Client()
+            _default_client = Client.bundled()
         return _default_client
 
 

@@ -270,3 +270,16 @@ def test_cli_bad_flags_are_one_line_errors(flag: str, value: str, words: str) ->
 def test_cli_no_prompt_is_a_usage_error() -> None:
     out = cli("chat", stdin="")
     assert out.returncode == 2 and "no prompt" in out.stderr
+
+
+def test_the_balancer_discovers_each_endpoints_model() -> None:
+    async def main(urls: list[str]) -> list[sk.StreamResult]:
+        async with sk.LoadBalancer(urls, transport="generic-sse") as balancer:
+            return [await balancer.chat("hi", view=None) for _ in range(4)]
+
+    with foreign_server(models=["left"]) as left, foreign_server(models=["right"]) as right:
+        results = asyncio.run(main([left.base_url, right.base_url]))
+        assert {r["model"] for r in left.requests} == {"left"}
+        assert {r["model"] for r in right.requests} == {"right"}
+    assert all(r.ok for r in results)
+    assert {r.model for r in results} == {"left", "right"}

@@ -31,19 +31,19 @@ CELL_TIMEOUT_S = 600  # the slowest cell (a load sweep) takes well under a minut
 MARKDOWN = """## Against a real provider
 
 Everything above ran against the bundled server. The same code streams from any
-OpenAI-compatible endpoint: set `STREAMKIT_BASE_URL` (e.g. `https://api.openai.com/v1`,
-`http://localhost:8000/v1` for vLLM, `http://localhost:11434/v1` for Ollama,
-`http://localhost:8080/v1` for llama.cpp), `STREAMKIT_MODEL`, and `OPENAI_API_KEY` if the endpoint
-needs one. **Without them this cell does nothing**, and no key is ever stored in the notebook."""
+OpenAI-compatible endpoint, configured as the openai SDK is: set `OPENAI_BASE_URL` (e.g.
+`https://api.openai.com/v1`, `http://localhost:8000/v1` for vLLM, `http://localhost:11434/v1` for
+Ollama, `http://localhost:8080/v1` for llama.cpp) and `OPENAI_API_KEY` if the endpoint needs one
+(`STREAMKIT_BASE_URL` / `STREAMKIT_API_KEY` win when set; `STREAMKIT_MODEL` picks a model, else the
+server's own is used). **Without them this cell does nothing**, and no key is ever stored in the
+notebook."""
 
-CODE = """import os
-
-if os.environ.get("STREAMKIT_BASE_URL"):
-    real = sk.Client(os.environ["STREAMKIT_BASE_URL"], model=os.environ.get("STREAMKIT_MODEL"))
-    real_result = await real.chat("Explain server-sent events in two sentences.", view="console")
-    print(real_result.summary())
+CODE = """real = sk.Client.from_env()  # None unless STREAMKIT_BASE_URL or OPENAI_BASE_URL is set
+if real is None:
+    print("No endpoint configured: staying on the bundled server.")
 else:
-    print("STREAMKIT_BASE_URL is not set: staying on the bundled server.")"""
+    real_result = await real.chat("Explain server-sent events in two sentences.", view="console")
+    await real.aclose()"""
 
 
 def add_real_provider_cell(cells: list[NotebookNode]) -> list[NotebookNode]:
@@ -72,7 +72,7 @@ def store_checked_outputs(path: Path) -> None:
     if not any(is_checked(cell) for cell in nb.cells):
         return
     run = nbformat.read(path, as_version=4)
-    env = {k: v for k, v in os.environ.items() if k != "STREAMKIT_BASE_URL"}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("STREAMKIT_", "OPENAI_"))}
     with tempfile.TemporaryDirectory() as folder:
         client = NotebookClient(
             run,

@@ -21,11 +21,10 @@ In this notebook you will:
    selection**, **connection pooling**, and **batching** (which changes only the screen).
 
 Everything runs offline against the bundled server. One marked cell uses a real provider when
-`STREAMKIT_BASE_URL` is set."""
+one is configured (`OPENAI_BASE_URL`, or `STREAMKIT_BASE_URL`)."""
     ),
     new_code_cell(
-        """import os
-import tempfile
+        """import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -40,7 +39,7 @@ from streamkit.experiments import (
 )
 
 server = sk.default_server()
-client = sk.Client()  # the bundled server; model sim-small unless a call says otherwise
+client = sk.Client.bundled()  # the simulator, whatever the environment says; model sim-small
 print(f"bundled server at {server.base_url}")"""
     ),
     new_markdown_cell(
@@ -154,7 +153,7 @@ no_usage = await client.chat(
 )
 ledger.add(no_usage, prompt=prompt, label="no usage")
 
-restarting = sk.Client(on_interrupt="restart", resume=False)
+restarting = sk.Client.bundled(on_interrupt="restart", resume=False)
 recorder = collector.track("dropped at 10")
 retried = await restarting.chat(
     prompt,
@@ -295,20 +294,19 @@ batching"""
     new_markdown_cell(
         """## A real provider (optional)
 
-**This cell talks to a real provider only when `STREAMKIT_BASE_URL` is set** (with
-`OPENAI_API_KEY` and `STREAMKIT_MODEL`); otherwise it prints a skip line. It prices one short
-reply from the provider's own usage. Prices for real models come from `genai-prices`; add yours
-with `with_prices` if the model is missing."""
+**This cell talks to a real provider only when one is configured** (`OPENAI_BASE_URL` and
+`OPENAI_API_KEY`, or their `STREAMKIT_` twins); otherwise it prints a skip line. It prices one
+short reply from the provider's own usage. Prices for real models come from `genai-prices`; add
+yours with `with_prices` if the model is missing."""
     ),
     new_code_cell(
-        """if os.environ.get("STREAMKIT_BASE_URL"):
-    real = sk.Client(os.environ["STREAMKIT_BASE_URL"], model=os.environ.get("STREAMKIT_MODEL"))
-    reply = await real.chat("Say hello in five words", view=None, max_tokens=20)
-    real_ledger = sk.Ledger(table)
-    print(real_ledger.add(reply, prompt="Say hello in five words"))
-    await real.aclose()
+        """real = sk.Client.from_env()  # None unless STREAMKIT_BASE_URL or OPENAI_BASE_URL is set
+if real is None:
+    print("No endpoint configured: skipping the real provider.")
 else:
-    print("STREAMKIT_BASE_URL is not set: skipping the real provider.")"""
+    reply = await real.chat("Say hello in five words", view=None, max_tokens=20)
+    print(sk.Ledger(table).add(reply, prompt="Say hello in five words"))
+    await real.aclose()"""
     ),
     new_code_cell("""await client.aclose()"""),
     new_markdown_cell(

@@ -43,7 +43,7 @@ from IPython.display import display
 
 import streamkit as sk
 
-client = sk.Client()  # the bundled server: offline, no key
+client = sk.Client.bundled()  # the simulator, offline and keyless, whatever the environment says
 collector = sk.MetricsCollector()"""
     ),
     new_markdown_cell(

@@ -153,21 +153,21 @@ assert changes.count("end") == 2"""
     new_markdown_cell(
         """## 5. Point it at a real provider
 
-The same code streams from any OpenAI-compatible endpoint. Set `STREAMKIT_BASE_URL` (for example
-`https://api.openai.com/v1`, `http://localhost:8000/v1` for vLLM, `http://localhost:11434/v1` for
-Ollama, `http://localhost:8080/v1` for llama.cpp), `STREAMKIT_MODEL`, and `OPENAI_API_KEY` if the
-endpoint needs one, then run this cell. Without them it does nothing, and no key is ever stored in
-the notebook."""
+The same code streams from any OpenAI-compatible endpoint, configured as the openai SDK is: set
+`OPENAI_BASE_URL` (for example `https://api.openai.com/v1`, `http://localhost:8000/v1` for vLLM,
+`http://localhost:11434/v1` for Ollama, `http://localhost:8080/v1` for llama.cpp) and
+`OPENAI_API_KEY` if the endpoint needs one, then run this cell. The model is the server's own
+unless `STREAMKIT_MODEL` names one. Without them the cell does nothing, and no key is ever stored
+in the notebook. (`sk.chat` above always uses the bundled server; `sk.Client()` follows the
+environment.)"""
     ),
     new_code_cell(
-        """import os
-
-if os.environ.get("STREAMKIT_BASE_URL"):
-    real = sk.Client(os.environ["STREAMKIT_BASE_URL"], model=os.environ.get("STREAMKIT_MODEL"))
-    real_result = await real.chat("Explain server-sent events in two sentences.")
-    print(real_result.summary())
+        """real = sk.Client.from_env()  # None unless STREAMKIT_BASE_URL or OPENAI_BASE_URL is set
+if real is None:
+    print("No endpoint configured: staying on the bundled server.")
 else:
-    print("STREAMKIT_BASE_URL is not set: staying on the bundled server.")"""
+    real_result = await real.chat("Explain server-sent events in two sentences.")
+    await real.aclose()"""
     ),
     new_markdown_cell(
         """## What to try next
