@@ -30,7 +30,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeGuard
 
 from .client import Prompt, _ChatRun, run_sync
 from .errors import UsageError
@@ -109,6 +109,12 @@ class LoadSpec:
         start: the number of this spec's first request in a larger experiment (a shard's
             offset): request ``i`` asks prompt ``start + i`` with seed ``seed + start + i``, so
             shards together ask what the whole spec would, not the same prompts ``n`` times.
+        output_lens: per-request completion limits, cycled like the prompts (request ``i``
+            asks ``output_lens[(start + i) % len]``; pass one per prompt to pair them), in place
+            of ``max_tokens``: vLLM's random dataset draws one per request.
+        keep_text: keep each reply's text as the request's ``text`` tag (a column of
+            ``requests_df()``; vLLM's ``generated_texts``). Off by default: it holds every
+            reply in memory.
 
     Raises:
         UsageError: a value out of range, naming it.
@@ -126,6 +132,8 @@ class LoadSpec:
     extra_body: Mapping[str, Any] | None = None
     slo: SLO | None = None
     start: int = 0
+    output_lens: tuple[int, ...] | None = None
+    keep_text: bool = False
 
     def __post_init__(self) -> None:
         _positive_int("num_requests", self.num_requests)
@@ -159,16 +167,27 @@ class LoadSpec:
             for number, item in enumerate(self.prompts):
                 _prompt_of(item, f"prompts[{number}]")
         _positive_int("start", self.start, 0)
+        if self.output_lens is not None:
+            if isinstance(self.output_lens, str | int) or not len(self.output_lens):
+                raise UsageError("output_lens must be a non-empty sequence of token counts")
+            object.__setattr__(self, "output_lens", tuple(self.output_lens))
+            for number, n in enumerate(self.output_lens):
+                _positive_int(f"output_lens[{number}]", n)
+        if not isinstance(self.keep_text, bool):
+            raise UsageError(f"keep_text={self.keep_text!r} is invalid: must be True or False")
         if self.slo is not None and not isinstance(self.slo, SLO):
             raise UsageError(f"slo={self.slo!r} is invalid: pass streamkit.SLO(ttft=…, tpot=…)")
 
     @property
     def mode(self) -> str:
-        """``closed loop, concurrency C`` or ``open loop, R req/s (Poisson)…``, for reports."""
+        """``closed loop, concurrency C``, ``open loop, R req/s (Poisson)…`` or ``open loop,
+        all N at once…`` (an infinite rate), for reports."""
         if self.request_rate is None:
             return f"closed loop, concurrency {self.concurrency}"
-        shape = "Poisson" if self.burstiness == 1 else f"gamma shape {self.burstiness:g}"
         cap = f", at most {self.concurrency} in flight" if self.concurrency else ""
+        if math.isinf(self.request_rate):
+            return f"open loop, all {self.num_requests} at once{cap}"
+        shape = "Poisson" if self.burstiness == 1 else f"gamma shape {self.burstiness:g}"
         return f"open loop, {self.request_rate:g} req/s ({shape}){cap}"
 
     def prompt(self, i: int) -> Prompt:
@@ -285,18 +304,24 @@ def load_prompts(path: str | Path) -> tuple[Prompt, ...]:
     return tuple(prompts)
 
 
+def _is_messages(item: object) -> TypeGuard[list[dict[str, Any]]]:
+    return (
+        isinstance(item, list)
+        and bool(item)
+        and all(isinstance(m, dict) and "role" in m for m in item)
+    )
+
+
 def _prompt_of(item: object, where: str) -> Prompt:
     if isinstance(item, str) and item.strip():
+        return item
+    if _is_messages(item):
         return item
     if isinstance(item, dict):
         if isinstance(item.get("prompt"), str) and item["prompt"].strip():
             return str(item["prompt"])
         messages = item.get("messages")
-        if (
-            isinstance(messages, list)
-            and messages
-            and all(isinstance(m, dict) and "role" in m for m in messages)
-        ):
+        if _is_messages(messages):
             return messages
     raise UsageError(
         f"{where}: expected a string, {{'prompt': '...'}} or {{'messages': [...]}}, "
@@ -384,6 +409,16 @@ class LoadResult:
             return None
         return (len(sends) - 1) / (sends[-1] - sends[0])
 
+    @property
+    def first_error(self) -> str | None:
+        """The first failed request's error as one line (``"ConnectError: cannot connect…"``),
+        or None when none failed."""
+        for m in self.collector.request_metrics():
+            if m.status == "failed":
+                message = " ".join((m.error_message or "").split())
+                return f"{m.error_kind}: {message}" if message else str(m.error_kind)
+        return None
+
     def requests_df(self) -> pd.DataFrame:
         """One row per request (see :meth:`MetricsCollector.requests_df`), with ``good`` when
         the spec has an SLO."""
@@ -427,8 +462,106 @@ class LoadResult:
             "warnings": list(self.warnings),
         }
 
-    def table(self) -> str:
-        """A plain-text report like ``vllm bench serve``'s: counts, throughputs, latencies."""
+    def to_vllm_dict(
+        self,
+        *,
+        percentiles: Sequence[float] = (99.0,),
+        metrics: Sequence[str] = ("ttft", "tpot", "itl"),
+        detailed: bool = False,
+        backend: str = "openai-chat",
+        label: str | None = None,
+        model_id: str | None = None,
+        tokenizer_id: str | None = None,
+        date: str = "",
+        metadata: Mapping[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """The run under ``vllm bench serve --save-result``'s key names, for vLLM dashboards.
+
+        ``date``, ``backend``, ``model_id``, ``num_prompts``, ``request_rate`` (``"inf"`` for
+        a closed loop, which is vLLM's infinite rate under a concurrency cap), ``burstiness``,
+        ``max_concurrency``, ``duration``, ``completed``, ``failed``, token totals,
+        ``request_throughput``, ``request_goodput``, ``output_throughput``,
+        ``total_token_throughput``, ``latencies``, ``queue_times``, the peaks, and
+        ``mean_/median_/std_/p{NN}_{metric}_ms`` for each metric and percentile chosen. Values
+        come from this run's records under streamkit's definitions; units are vLLM's (ms,
+        tokens/s, requests/s; per-request arrays in seconds). Input tokens are the server's
+        ``usage.prompt_tokens``.
+
+        Args:
+            percentiles: the percentiles to report (vLLM's ``--metric-percentiles``).
+            metrics: some of ``ttft``, ``tpot``, ``itl``, ``e2el`` (``--percentile-metrics``).
+            detailed: add the per-request arrays (``--save-detailed``): ``input_lens``,
+                ``output_lens``, ``ttfts``, ``itls``, ``start_times`` (seconds from the first
+                send), ``generated_texts`` (empty unless ``LoadSpec(keep_text=True)``),
+                ``errors``.
+            backend, label, model_id, tokenizer_id, date: the run's description, as vLLM's
+                flags give it (``model_id`` defaults to the spec's or the served model).
+            metadata: ``--metadata`` pairs, saved as top-level keys.
+        """
+        from ._vllm import vllm_result
+
+        return vllm_result(
+            self,
+            percentiles=percentiles,
+            metrics=metrics,
+            detailed=detailed,
+            backend=backend,
+            label=label,
+            model_id=model_id,
+            tokenizer_id=tokenizer_id,
+            date=date,
+            metadata=metadata,
+        )
+
+    def _repr_html_(self) -> str:
+        """A compact HTML table of the headline figures (Jupyter's rich display)."""
+        from html import escape
+
+        s = self.summary
+
+        def ms(v: float | None) -> str:
+            return "-" if v is None else f"{v * 1000:,.1f} ms"
+
+        def rate(v: float | None, unit: str) -> str:
+            return "-" if v is None else f"{v:,.2f} {unit}"
+
+        rows = [
+            ("target", self.target or "-"),
+            ("arrivals", self.spec.mode),
+            ("requests", f"{s.completed} completed, {s.failed} failed of {s.requests}"),
+            ("duration", f"{s.duration:.2f} s"),
+            ("output throughput", rate(s.output_throughput, "tok/s")),
+            ("request throughput", rate(s.request_throughput, "req/s")),
+            ("TTFT p50 / p99", f"{ms(s.ttft.p50)} / {ms(s.ttft.p99)}"),
+            ("TPOT p50 / p99", f"{ms(s.tpot.p50)} / {ms(s.tpot.p99)}"),
+            ("ITL p50 / p99", f"{ms(s.itl.p50)} / {ms(s.itl.p99)}"),
+            ("E2E p50 / p99", f"{ms(s.e2e.p50)} / {ms(s.e2e.p99)}"),
+        ]
+        if s.goodput is not None:
+            rows.append(("goodput", rate(s.goodput, "req/s")))
+        if s.errors:
+            rows.append(("errors", ", ".join(f"{k} ×{v}" for k, v in sorted(s.errors.items()))))
+        rows += [("warning", w) for w in self.warnings]
+        body = "".join(
+            f"<tr><th style='text-align:left'>{escape(k)}</th>"
+            f"<td style='text-align:left'>{escape(v)}</td></tr>"
+            for k, v in rows
+        )
+        return f"<table><caption>streamkit LoadResult</caption>{body}</table>"
+
+    def table(
+        self,
+        percentiles: Sequence[float] | None = None,
+        metrics: Sequence[str] | None = None,
+    ) -> str:
+        """A plain-text report like ``vllm bench serve``'s: counts, throughputs, latencies.
+
+        Args:
+            percentiles: the latency percentiles to show (vLLM's ``--metric-percentiles``);
+                with ``metrics``, the latency rows follow vLLM's report: mean, median and
+                these, for the metrics chosen. Default: mean, p50, p90, p99 and max of all.
+            metrics: some of ``ttft``, ``tpot``, ``itl``, ``e2el`` (``--percentile-metrics``).
+        """
         s = self.summary
 
         def ms(v: float | None) -> str:
@@ -447,6 +580,13 @@ class LoadResult:
             ("output throughput", num(s.output_throughput, "tok/s")),
             ("output tokens", f"{s.output_tokens:,}"),
         ]
+        prompt_tokens = [
+            m.prompt_tokens
+            for m in self.collector.request_metrics()
+            if m.ok and m.prompt_tokens is not None
+        ]
+        if prompt_tokens:
+            rows.append(("input tokens", f"{sum(prompt_tokens):,} (server's usage)"))
         if self.spec.request_rate is not None and not math.isinf(self.spec.request_rate):
             rows.append(
                 (
@@ -474,17 +614,53 @@ class LoadResult:
         lines = ["streamkit bench".center(width + 40, "=")]
         lines += [f"{k:<{width}}  {v}" for k, v in rows]
         lines.append(" latency (ms) ".center(width + 40, "-"))
-        lines.append(f"{'':<8}{'mean':>10}{'p50':>10}{'p90':>10}{'p99':>10}{'max':>10}")
-        for name, d in (("TTFT", s.ttft), ("TPOT", s.tpot), ("ITL", s.itl), ("E2E", s.e2e)):
-            lines.append(
-                f"{name:<8}" + "".join(f"{ms(v):>10}" for v in (d.mean, d.p50, d.p90, d.p99, d.max))
-            )
+        if percentiles is None and metrics is None:
+            lines.append(f"{'':<8}{'mean':>10}{'p50':>10}{'p90':>10}{'p99':>10}{'max':>10}")
+            for name, d in (("TTFT", s.ttft), ("TPOT", s.tpot), ("ITL", s.itl), ("E2E", s.e2e)):
+                lines.append(
+                    f"{name:<8}"
+                    + "".join(f"{ms(v):>10}" for v in (d.mean, d.p50, d.p90, d.p99, d.max))
+                )
+        else:
+            lines += self._selected_latencies(percentiles, metrics)
         errors = ", ".join(f"{k} ×{v}" for k, v in sorted(s.errors.items())) or "none"
         causes = ", ".join(f"{k} ×{v}" for k, v in sorted(s.retry_causes.items()))
         lines.append(f"errors: {errors}; retries: {s.retries}" + (f" ({causes})" if causes else ""))
         lines += [f"warning: {w}" for w in self.warnings]
         lines.append("=" * (width + 40))
         return "\n".join(lines)
+
+    def _selected_latencies(
+        self, percentiles: Sequence[float] | None, metrics: Sequence[str] | None
+    ) -> list[str]:
+        """vLLM's latency rows: mean, median and the chosen percentiles (ms; "-" when there
+        are no values, where vLLM would print 0)."""
+        from ._vllm import (
+            DEFAULT_METRIC_PERCENTILES,
+            DEFAULT_PERCENTILE_METRICS,
+            PERCENTILE_METRICS,
+            metric_samples,
+            percentile_key,
+            stats_ms,
+        )
+
+        chosen = tuple(metrics) if metrics is not None else DEFAULT_PERCENTILE_METRICS
+        points = tuple(percentiles) if percentiles is not None else DEFAULT_METRIC_PERCENTILES
+        for name in chosen:
+            if name not in PERCENTILE_METRICS:
+                raise UsageError(f"metric {name!r} is invalid: use some of {PERCENTILE_METRICS}")
+        samples = metric_samples(m for m in self.collector.request_metrics() if m.ok)
+        heads = ["mean", "median", *(percentile_key(p) for p in points)]
+        lines = [f"{'':<8}" + "".join(f"{h:>10}" for h in heads)]
+        for name in chosen:
+            values = samples[name]
+            mean, median, _, at = stats_ms(values, points)
+            cells = [mean, median, *(v for _, v in at)]
+            lines.append(
+                f"{name.upper():<8}"
+                + "".join(f"{'-' if not values else f'{v:,.1f}':>10}" for v in cells)
+            )
+        return lines
 
     def save(self, path: str | Path) -> Path:
         """Write the per-request table: ``.csv``, ``.jsonl`` or ``.parquet`` by the extension.
@@ -557,7 +733,9 @@ def _progress_bar(progress: Progress, total: int) -> Any:
 
 def _request_fields(spec: LoadSpec, i: int) -> dict[str, Any]:
     request: dict[str, Any] = {"seed": spec.seed + spec.start + i}
-    if spec.max_tokens is not None:
+    if spec.output_lens is not None:
+        request["max_tokens"] = spec.output_lens[(spec.start + i) % len(spec.output_lens)]
+    elif spec.max_tokens is not None:
         request["max_tokens"] = spec.max_tokens
     if spec.model is not None:
         request["model"] = spec.model
@@ -570,9 +748,15 @@ async def _one(
     target: ChatSource, spec: LoadSpec, i: int, collector: MetricsCollector | None, **tags: Any
 ) -> None:
     request = _request_fields(spec, i)
+    recorder = None
     if collector is not None:
-        request["observers"] = [collector.track(f"request {i}", **tags)]
-    await _ChatRun(target, spec.prompt(i), None, None, request).run(raise_on_error=False)  # type: ignore[arg-type]
+        recorder = collector.track(f"request {i}", **tags)
+        request["observers"] = [recorder]
+    result = await _ChatRun(target, spec.prompt(i), None, None, request).run(  # type: ignore[arg-type]
+        raise_on_error=False
+    )
+    if recorder is not None and spec.keep_text:
+        recorder.tags["text"] = result.text
 
 
 async def _closed_loop(
@@ -726,8 +910,13 @@ async def run_load(
 
 def _warnings(result: LoadResult) -> list[str]:
     out = []
+    s = result.summary
     lag = result.loop_lag.get("p99", 0.0)
-    if result.client_cpu / result.processes >= SATURATED:
+    if s.requests and s.completed == 0:
+        # Nothing was measured, so nothing was mismeasured: a run of instant failures (a
+        # refused connection) keeps the loop busy opening sockets and is no client saturation.
+        pass
+    elif result.client_cpu / result.processes >= SATURATED:
         out.append(
             f"the client used {result.client_cpu / result.processes:.0%} of a core (loop lag p99 "
             f"{lag * 1000:.0f} ms): latencies measure the client as "
@@ -741,7 +930,6 @@ def _warnings(result: LoadResult) -> list[str]:
             "(many requests opened at once) delayed events, so short latencies (ITL, TTFT) "
             "include the client's wait. Use warmup=, a request_rate, or fewer streams per process"
         )
-    s = result.summary
     if s.failed:
         kinds = ", ".join(f"{k} ×{v}" for k, v in sorted(s.errors.items()))
         out.append(f"{s.failed} of {s.requests} requests failed ({kinds}); see requests_df()")

@@ -57,15 +57,49 @@ def test_open_loop_json_report(server: RunningServer, tmp_path: Path) -> None:
     assert len(rows) == 20 and "arrival_lag" in json.loads(rows[0])
 
 
-def test_failed_requests_exit_1_with_errors_by_class(server: RunningServer) -> None:
+def test_failed_requests_exit_1_with_errors_by_class(server: RunningServer, tmp_path: Path) -> None:
+    # Two prompts the server refuses (an unknown role: 400) among four.
+    prompts = tmp_path / "p.jsonl"
+    rows = [{"prompt": "hi"}, {"messages": [{"role": "robot", "content": "beep"}]}] * 2
+    prompts.write_text("\n".join(json.dumps(row) for row in rows))
+    done = bench(
+        "--base-url", server.base_url, "--model", "sim-small", "--num-requests", "4",
+        "--max-tokens", "2", "--prompts", str(prompts), "--max-retries", "0",
+        "--extra-body", FAST,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert "errors: BadRequestError ×2" in done.stdout
+    assert "warning: 2 of 4 requests failed" in done.stdout
+    assert done.stderr.startswith(
+        "streamkit bench: 2 of 4 requests failed; first error: BadRequestError: "
+    )
+
+
+def test_all_failed_is_one_line_not_a_report(server: RunningServer) -> None:
     faults = json.dumps({"streamkit": {"faults": [{"kind": "status", "code": 503}]}})
     done = bench(
         "--base-url", server.base_url, "--model", "sim-small", "--num-requests", "4",
         "--max-retries", "0", "--extra-body", faults,
     )  # fmt: skip
-    assert done.returncode == 1
-    assert "errors: ServerError ×4" in done.stdout
-    assert "warning: 4 of 4 requests failed" in done.stdout
+    assert done.returncode == 1 and done.stdout == ""
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("streamkit bench: all 4 requests failed; first error: ServerError: ")
+
+
+def test_vllm_names_are_aliases(server: RunningServer) -> None:
+    done = bench(
+        "--base-url", server.base_url, "--model", "sim-small", "--num-prompts", "6",
+        "--num-warmups", "2", "--disable-tqdm", "--max-concurrency", "3", "--max-tokens", "2",
+        "--extra-body", FAST, "--json",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    # --max-concurrency caps an open loop, at an infinite rate unless --request-rate says.
+    assert (
+        report["requests"] == 6
+        and report["mode"] == "open loop, all 6 at once, at most 3 in flight"
+    )
+    assert "streamkit bench" not in done.stderr  # no progress bar, nothing to say
 
 
 @pytest.mark.parametrize(

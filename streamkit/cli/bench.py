@@ -1,22 +1,95 @@
-"""``streamkit bench``: a load experiment against any OpenAI-compatible endpoint."""
+"""``streamkit bench``: a load experiment against any OpenAI-compatible endpoint.
+
+It also takes a ``vllm bench serve`` command line unchanged (``--backend openai-chat``,
+``--endpoint``, ``--dataset-name random``, ``--save-result``…; see docs/load.md, "Coming from
+vLLM") and saves the result JSON under vLLM's key names beside streamkit's own.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import json
+import math
 import os
 import sys
 from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from ..client import Client
-from ..errors import UsageError
+from ..errors import StreamkitError, UsageError
 from ..metrics import SLO
 from ..retry import RetryPolicy
 
-__all__ = ["add_parser", "default_transport", "run"]
+__all__ = ["add_parser", "api_root", "default_transport", "run"]
+
+# vLLM's --backend names (vllm/benchmarks/lib/endpoint_request_func.py, ASYNC_REQUEST_FUNCS).
+_VLLM_BACKENDS = (
+    "openai-chat",
+    "openai",
+    "vllm",
+    "openai-audio",
+    "openai-embeddings",
+    "openai-embeddings-chat",
+    "openai-embeddings-clip",
+    "openai-embeddings-vlm2vec",
+    "infinity-embeddings",
+    "infinity-embeddings-clip",
+    "vllm-pooling",
+    "vllm-rerank",
+)
+_CHAT_PATH = "/chat/completions"
+
+# vLLM flags accepted and ignored, by the reason given once on stderr.
+_IGNORED: dict[str, tuple[str, ...]] = {
+    "streamkit loads no tokenizer: it counts tokens from the server's usage": (
+        "tokenizer",
+        "tokenizer_mode",
+        "trust_remote_code",
+        "skip_tokenizer_init",
+    ),
+    "they shape how vLLM loads dataset files; the random dataset reads none": (
+        "disable_shuffle",
+        "no_oversample",
+        "skip_chat_template",
+        "no_stream",
+    ),
+    "requests carry no request ids": ("request_id_prefix",),
+    "the model is asked of the server before the run, which fails at once with the cause": (
+        "ready_check_timeout_sec",
+    ),
+}
+_IGNORED_TAKES_VALUE = {
+    "tokenizer",
+    "tokenizer_mode",
+    "request_id_prefix",
+    "ready_check_timeout_sec",
+}
+
+# vLLM flags that would change what is measured and that streamkit cannot honour: each is a
+# one-line usage error naming it.
+_REJECTED: dict[str, str] = {
+    "header": "extra HTTP headers are not sent (the API key goes in --api-key)",
+    "profile": "it drives vLLM's own profiler",
+    "logprobs": "streamkit does not read logprobs from the stream",
+    "use_beam_search": "beam search is not a streaming chat option",
+    "lora_modules": "requests go to one model per endpoint",
+    "lora_assignment": "requests go to one model per endpoint",
+    "ramp_up_strategy": "the request rate is constant (use --request-rate and --burstiness)",
+    "ramp_up_start_rps": "the request rate is constant (use --request-rate and --burstiness)",
+    "ramp_up_end_rps": "the request rate is constant (use --request-rate and --burstiness)",
+    "insecure": "TLS certificates are always verified",
+    "plot_timeline": "plot the per-request table (--output) or use the Dashboard",
+    "timeline_itl_thresholds": "plot the per-request table (--output) or use the Dashboard",
+    "plot_dataset_stats": "plot the per-request table (--output)",
+    "self_timed": "trace replay is not supported",
+    "dataset_path": "only --dataset-name random is built in (your prompts: --prompts FILE)",
+    "probe_request_rate": "probe requests are not supported",
+    "chat_template_kwargs": "prompts are sent as chat messages; pass fields with --extra-body",
+}
 
 
 def add_parser(sub: Any) -> None:
@@ -26,13 +99,15 @@ def add_parser(sub: Any) -> None:
         help="run a load experiment and report latencies and throughput",
         description="Send many streaming chat completions and report TTFT, TPOT, ITL and E2E "
         "(p50/p90/p99), throughput, goodput and errors by class, as vLLM's bench serve does. "
-        "Without --base-url it starts the bundled simulator in a child process.",
+        "Without --base-url (or --host/--port) it starts the bundled simulator in a child "
+        "process. A `vllm bench serve --backend openai-chat` command line works unchanged.",
     )
     bench.add_argument(
         "--base-url",
         action="append",
         metavar="URL",
-        help="API root, e.g. http://127.0.0.1:8000/v1; repeat it to route across endpoints",
+        help="API root, e.g. http://127.0.0.1:8000/v1; with --endpoint (vLLM's style) the "
+        "server root, e.g. http://127.0.0.1:8000; repeat it to route across endpoints",
     )
     bench.add_argument(
         "--routing",
@@ -52,7 +127,11 @@ def add_parser(sub: Any) -> None:
         help="a running Dask scheduler, e.g. tcp://10.0.0.5:8786 (needs streamkit[distributed])",
     )
     bench.add_argument("--api-key", help="API key (default: $OPENAI_API_KEY)")
-    bench.add_argument("--model", help="model id (bundled simulator default: sim-small)")
+    bench.add_argument(
+        "--model",
+        help="model id (default: the first model the server lists at GET /v1/models; the "
+        "bundled simulator's sim-small)",
+    )
     bench.add_argument(
         "--transport",
         choices=["fast-sse", "generic-sse", "sse", "ws"],
@@ -70,7 +149,13 @@ def add_parser(sub: Any) -> None:
         "a cap on an open loop (default none)",
     )
     bench.add_argument(
-        "--num-requests", type=int, default=100, metavar="N", help="requests (default 100)"
+        "--num-requests",
+        "--num-prompts",
+        dest="num_requests",
+        type=int,
+        default=100,
+        metavar="N",
+        help="requests (default 100)",
     )
     bench.add_argument(
         "--request-rate",
@@ -78,7 +163,7 @@ def add_parser(sub: Any) -> None:
         default=None,
         metavar="R",
         help="open loop: requests/s arriving at random (Poisson); 'inf' sends all at once; "
-        "default: closed loop",
+        "default: closed loop (or 'inf' with --max-concurrency, as vLLM)",
     )
     bench.add_argument(
         "--burstiness",
@@ -90,17 +175,26 @@ def add_parser(sub: Any) -> None:
         "--prompts", metavar="FILE", help="prompts: .txt (one per line), .jsonl or .json"
     )
     bench.add_argument(
-        "--max-tokens", type=int, default=128, help="completion tokens per request (default 128)"
+        "--max-tokens",
+        type=int,
+        default=None,
+        help="completion tokens per request (default 128)",
     )
     bench.add_argument(
-        "--warmup", type=int, default=0, metavar="N", help="unrecorded requests first (default 0)"
+        "--warmup",
+        "--num-warmups",
+        dest="warmup",
+        type=int,
+        default=0,
+        metavar="N",
+        help="unrecorded requests first (default 0)",
     )
     bench.add_argument("--seed", type=int, default=0, help="arrivals, prompts, request seeds")
     bench.add_argument(
         "--goodput",
         nargs="+",
         metavar="METRIC:MS",
-        help="SLOs for goodput in milliseconds, e.g. --goodput ttft:500 tpot:50 (e2e too)",
+        help="SLOs for goodput in milliseconds, e.g. --goodput ttft:500 tpot:50 (e2el or e2e)",
     )
     bench.add_argument(
         "--extra-body", metavar="JSON", help="extra JSON fields sent with every request"
@@ -115,8 +209,125 @@ def add_parser(sub: Any) -> None:
     bench.add_argument(
         "--json", action="store_true", help="print the report as JSON instead of a table"
     )
-    bench.add_argument("--no-progress", action="store_true", help="no progress bar")
+    bench.add_argument(
+        "--no-progress", "--disable-tqdm", dest="no_progress", action="store_true",
+        help="no progress bar",
+    )  # fmt: skip
+    _add_vllm_arguments(bench)
     bench.set_defaults(run=run)
+
+
+def _add_vllm_arguments(bench: argparse.ArgumentParser) -> None:
+    vllm = bench.add_argument_group(
+        "vllm bench serve flags", "accepted as `vllm bench serve` takes them (docs/load.md)"
+    )
+    vllm.add_argument(
+        "--backend",
+        choices=_VLLM_BACKENDS,
+        default=None,
+        metavar="NAME",
+        help="openai-chat (streamkit benches streaming chat completions)",
+    )
+    vllm.add_argument(
+        "--endpoint",
+        metavar="PATH",
+        help="the chat completions path joined to --base-url, e.g. /v1/chat/completions",
+    )
+    vllm.add_argument("--host", help="server host when no --base-url (default 127.0.0.1)")
+    vllm.add_argument("--port", type=int, help="server port when no --base-url (default 8000)")
+    vllm.add_argument(
+        "--max-concurrency",
+        type=int,
+        default=None,
+        metavar="C",
+        help="cap on requests in flight of an open loop (with no --request-rate: all at once)",
+    )
+    vllm.add_argument(
+        "--dataset-name", metavar="NAME", help="random (synthetic prompts of given lengths)"
+    )
+    vllm.add_argument(
+        "--random-input-len", type=int, metavar="N", help="prompt tokens (default 1024)"
+    )
+    vllm.add_argument(
+        "--random-output-len", type=int, metavar="N", help="completion tokens (default 128)"
+    )
+    vllm.add_argument(
+        "--random-range-ratio",
+        type=float,
+        metavar="R",
+        help="lengths drawn from [L(1-R), L(1+R)] (default 0)",
+    )
+    vllm.add_argument(
+        "--random-prefix-len", type=int, metavar="N", help="shared prefix tokens (default 0)"
+    )
+    vllm.add_argument("--input-len", type=int, metavar="N", help="= --random-input-len")
+    vllm.add_argument("--output-len", type=int, metavar="N", help="= --random-output-len")
+    vllm.add_argument(
+        "--ignore-eos",
+        action="store_true",
+        help="send ignore_eos: true (vLLM's extension): every reply runs to its token limit",
+    )
+    vllm.add_argument(
+        "--percentile-metrics",
+        metavar="LIST",
+        help="metrics with percentiles: some of ttft,tpot,itl,e2el (default ttft,tpot,itl)",
+    )
+    vllm.add_argument(
+        "--metric-percentiles", metavar="LIST", help="percentiles shown, e.g. 50,90,99"
+    )
+    vllm.add_argument(
+        "--save-result", action="store_true", help="save the result JSON (vLLM's keys too)"
+    )
+    vllm.add_argument(
+        "--save-detailed", action="store_true", help="add per-request arrays to the JSON"
+    )
+    vllm.add_argument(
+        "--append-result", action="store_true", help="append the JSON as a line to the file"
+    )
+    vllm.add_argument("--result-dir", metavar="DIR", help="where to save (default: here)")
+    vllm.add_argument(
+        "--result-filename",
+        metavar="NAME",
+        help="file name (default {label}-{rate}qps[-concurrency{C}]-{model}-{date}.json)",
+    )
+    vllm.add_argument(
+        "--metadata", nargs="*", metavar="KEY=VALUE", help="extra keys saved in the JSON"
+    )
+    vllm.add_argument("--label", help="the result's label (default: the backend)")
+    vllm.add_argument("--served-model-name", metavar="NAME", help="the model name sent in requests")
+    for flag, kind in (
+        ("--temperature", float),
+        ("--top-p", float),
+        ("--top-k", int),
+        ("--min-p", float),
+        ("--frequency-penalty", float),
+        ("--presence-penalty", float),
+        ("--repetition-penalty", float),
+    ):
+        vllm.add_argument(flag, type=kind, metavar="X", help="sampling parameter, sent as is")
+    # Accepted and ignored (said once on stderr), or refused with a one-line error: hidden.
+    for reasons in _IGNORED.values():
+        for dest in reasons:
+            flag = "--" + dest.replace("_", "-")
+            if dest in _IGNORED_TAKES_VALUE:
+                vllm.add_argument(flag, dest=dest, help=argparse.SUPPRESS)
+            else:
+                vllm.add_argument(flag, dest=dest, action="store_true", help=argparse.SUPPRESS)
+    for dest in _REJECTED:
+        vllm.add_argument(
+            "--" + dest.replace("_", "-"),
+            dest=dest,
+            nargs="*",
+            default=argparse.SUPPRESS,
+            help=argparse.SUPPRESS,
+        )
+    vllm.add_argument(
+        "--no-self-timed", dest="self_timed", nargs="*", default=argparse.SUPPRESS,
+        help=argparse.SUPPRESS,
+    )  # fmt: skip
+
+
+# -- flags → experiment ------------------------------------------------------------------------
 
 
 def _goodput(items: Sequence[str] | None) -> SLO | None:
@@ -126,14 +337,167 @@ def _goodput(items: Sequence[str] | None) -> SLO | None:
     for item in items:
         name, _, value = item.partition(":")
         name = name.strip().lower()
+        name = "e2e" if name == "e2el" else name  # vLLM's name for E2E
         if name not in ("ttft", "tpot", "e2e") or not value:
-            raise UsageError(f"--goodput {item!r} is invalid: use ttft:MS, tpot:MS or e2e:MS")
+            raise UsageError(
+                f"--goodput {item!r} is invalid: use ttft:MS, tpot:MS or e2el:MS (or e2e:MS)"
+            )
         try:
             ms = float(value)
         except ValueError:
             raise UsageError(f"--goodput {item!r}: {value!r} is not a number of ms") from None
         limits[name] = ms / 1000
     return SLO(**limits)
+
+
+def api_root(base_url: str, endpoint: str) -> str:
+    """The API root clients want (``…/v1``) from vLLM's ``--base-url`` + ``--endpoint``.
+
+    vLLM posts to ``base_url + endpoint``; streamkit's clients append ``/chat/completions`` to
+    an API root, so the endpoint must be a chat completions path.
+
+    Raises:
+        UsageError: another endpoint (the completions API, the Responses API…), naming it.
+    """
+    path = "/" + endpoint.strip().lstrip("/")
+    if path.rstrip("/").endswith("/responses"):
+        raise UsageError(
+            f"--endpoint {endpoint}: the Responses API is not supported yet; streamkit bench "
+            "streams chat completions (--endpoint /v1/chat/completions)"
+        )
+    if not path.rstrip("/").endswith(_CHAT_PATH):
+        raise UsageError(
+            f"--endpoint {endpoint}: streamkit bench streams chat completions; use "
+            "--backend openai-chat --endpoint /v1/chat/completions"
+        )
+    return base_url.rstrip("/") + path.rstrip("/")[: -len(_CHAT_PATH)]
+
+
+def _check_vllm_flags(args: argparse.Namespace) -> None:
+    """Refuse what cannot be honoured (one line naming the flag); say once what is ignored."""
+    for dest, why in _REJECTED.items():
+        if hasattr(args, dest):
+            flag = "--" + dest.replace("_", "-")
+            raise UsageError(f"{flag} is not supported by streamkit bench: {why}")
+    if args.backend not in (None, "openai-chat"):
+        what = (
+            "the completions API"
+            if args.backend in ("openai", "vllm")
+            else f"the {args.backend} backend"
+        )
+        raise UsageError(
+            f"--backend {args.backend} is {what}; streamkit bench benches streaming chat "
+            "completions: use --backend openai-chat --endpoint /v1/chat/completions"
+        )
+    for reason, dests in _IGNORED.items():
+        given = [d for d in dests if getattr(args, d) not in (None, False)]
+        if given:
+            flags = ", ".join("--" + d.replace("_", "-") for d in given)
+            print(f"streamkit bench: ignoring {flags}: {reason}", file=sys.stderr)
+
+
+def _dataset(args: argparse.Namespace) -> tuple[tuple[str, ...], tuple[int, ...]] | None:
+    """``(prompts, output_lens)`` of vLLM's random dataset, or None for streamkit's prompts."""
+    from .._vllm import random_dataset
+
+    random_flags = {
+        "--random-input-len": args.random_input_len,
+        "--random-output-len": args.random_output_len,
+        "--random-range-ratio": args.random_range_ratio,
+        "--random-prefix-len": args.random_prefix_len,
+        "--input-len": args.input_len,
+        "--output-len": args.output_len,
+    }
+    name = args.dataset_name
+    given = [flag for flag, value in random_flags.items() if value is not None]
+    if name is None and not given:
+        return None
+    if name not in (None, "random"):
+        raise UsageError(
+            f"--dataset-name {name} is not supported: streamkit bench has random (synthetic "
+            "prompts of given token lengths); for your own prompts use --prompts FILE"
+        )
+    # vLLM's default dataset is random, so its length flags alone select it.
+    if args.prompts:
+        raise UsageError(
+            f"--prompts and {'--dataset-name random' if name else given[0]} both choose the "
+            "prompts: give one"
+        )
+    if args.max_tokens is not None:
+        raise UsageError(
+            "--max-tokens and the random dataset both set completion lengths: use "
+            "--random-output-len"
+        )
+    input_len = args.input_len if args.input_len is not None else args.random_input_len
+    output_len = args.output_len if args.output_len is not None else args.random_output_len
+    data = random_dataset(
+        args.num_requests,
+        input_len=1024 if input_len is None else input_len,
+        output_len=128 if output_len is None else output_len,
+        range_ratio=args.random_range_ratio or 0.0,
+        prefix_len=args.random_prefix_len or 0,
+        seed=args.seed,
+    )
+    return data.prompts, data.output_lens
+
+
+def _extra_body(args: argparse.Namespace, random_data: bool) -> dict[str, Any] | None:
+    """vLLM's request body additions: ignore_eos, sampling parameters, then --extra-body (which
+    wins, as in vLLM)."""
+    body: dict[str, Any] = {}
+    # vLLM sets ignore_eos for the random dataset on OpenAI-compatible backends, so that every
+    # reply runs to its drawn length (vllm/benchmarks/serve.py, main_async).
+    if args.ignore_eos or random_data:
+        body["ignore_eos"] = True
+    for name in (
+        "temperature",
+        "top_p",
+        "top_k",
+        "min_p",
+        "frequency_penalty",
+        "presence_penalty",
+        "repetition_penalty",
+    ):
+        value = getattr(args, name)
+        if value is not None:
+            body[name] = value
+    if args.extra_body:
+        try:
+            extra = json.loads(args.extra_body)
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"--extra-body is not valid JSON: {exc}") from exc
+        if not isinstance(extra, dict):
+            raise UsageError("--extra-body must be a JSON object")
+        body.update(extra)
+    return body or None
+
+
+def _metadata(items: Sequence[str] | None) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items or ():
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--metadata {item!r} is invalid: use KEY=VALUE")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _urls(args: argparse.Namespace) -> list[str]:
+    """The API roots to bench (empty: the bundled simulator)."""
+    urls: list[str] = list(args.base_url or [])
+    if not urls and (args.host is not None or args.port is not None):
+        host = args.host or "127.0.0.1"
+        host = f"[{host}]" if ":" in host and not host.startswith("[") else host
+        # vLLM's --host/--port name the server; its API lives under --endpoint (or /v1).
+        urls = [f"http://{host}:{8000 if args.port is None else args.port}"]
+        if args.endpoint is None:
+            urls = [urls[0] + "/v1"]
+    if args.endpoint is not None:
+        roots = [api_root(url, args.endpoint) for url in urls]
+        if not urls:
+            api_root("", args.endpoint)  # the simulator serves /v1/chat/completions: check only
+        return roots
+    return urls
 
 
 def default_transport(urls: Sequence[str]) -> str:
@@ -153,6 +517,37 @@ def default_transport(urls: Sequence[str]) -> str:
     return "fast-sse"
 
 
+# -- running -----------------------------------------------------------------------------------
+
+
+class _DiscoveryFailed(Exception):
+    """The endpoint could not say which model it serves: one line, exit 1."""
+
+
+async def _resolve_models(clients: Sequence[Client]) -> str | None:
+    """Ask each client's endpoint for its model once, before the run (``GET /v1/models``), so a
+    dead endpoint is one line, not a run of failed requests. Returns the first model."""
+    first = None
+    for client in clients:
+        asked = client.model is None
+        try:
+            model = await client.resolve_model()
+        except UsageError:
+            raise
+        except StreamkitError as exc:
+            raise _DiscoveryFailed(
+                f"cannot ask {client.base_url} which model it serves (GET /models): "
+                f"{exc.kind}: {' '.join(str(exc).split())}"
+            ) from exc
+        if asked:
+            print(
+                f"streamkit bench: no --model given: using {model}, served by {client.base_url}",
+                file=sys.stderr,
+            )
+        first = first or model
+    return first
+
+
 async def _bench_run(
     args: argparse.Namespace,
     urls: list[str],
@@ -161,7 +556,7 @@ async def _bench_run(
     retry: RetryPolicy | None,
     spec: Any,
     progress: Any,
-) -> Any:
+) -> tuple[Any, str | None]:
     from ..balance import LoadBalancer
     from ..load import run_load
 
@@ -169,12 +564,20 @@ async def _bench_run(
         Client(url, api_key, model, timeout=args.timeout, transport=args.transport, retry=retry)
         for url in urls
     ]
+    try:
+        served = await _resolve_models(clients)
+    except BaseException:
+        for client in clients:
+            await client.aclose()
+        raise
     if len(clients) == 1:
         async with clients[0] as client:
-            return await run_load(client, spec, progress=progress)
+            return await run_load(client, spec, progress=progress), served
     # Endpoints are named by host:port, the name the report and the endpoint column show.
     named = {urlsplit(url).netloc or url: client for url, client in zip(urls, clients, strict=True)}
     if len(named) < len(clients):
+        for client in clients:
+            await client.aclose()
         raise UsageError("the same --base-url is given twice")
     async with LoadBalancer(named, strategy=args.routing) as balancer:
         try:
@@ -183,44 +586,120 @@ async def _bench_run(
             for client in clients:
                 await client.aclose()
     per_endpoint = result.requests_df()["endpoint"].value_counts().to_dict()
-    served = ", ".join(f"{name} ×{count}" for name, count in sorted(per_endpoint.items()))
-    result.target = f"{len(clients)} endpoints, {args.routing} (served: {served})"
-    return result
+    counts = ", ".join(f"{name} ×{count}" for name, count in sorted(per_endpoint.items()))
+    result.target = f"{len(clients)} endpoints, {args.routing} (served: {counts})"
+    return result, served
+
+
+async def _discover_one(url: str, api_key: str | None, read_timeout: float) -> str | None:
+    async with Client(url, api_key, None, timeout=read_timeout, transport="generic-sse") as client:
+        return await _resolve_models([client])
+
+
+def _save_result(
+    args: argparse.Namespace,
+    result: Any,
+    *,
+    model_id: str,
+    percentiles: Sequence[float] | None,
+    metrics: Sequence[str] | None,
+    metadata: dict[str, str],
+) -> Path:
+    """Write the result JSON as ``vllm bench serve --save-result`` names and shapes it, with
+    streamkit's own figures beside vLLM's keys."""
+    from .._vllm import (
+        DEFAULT_METRIC_PERCENTILES,
+        DEFAULT_PERCENTILE_METRICS,
+        result_filename,
+    )
+
+    date = datetime.now().strftime("%Y%m%d-%H%M%S")
+    backend = args.backend or "openai-chat"
+    vllm = result.to_vllm_dict(
+        percentiles=percentiles or DEFAULT_METRIC_PERCENTILES,
+        metrics=metrics or DEFAULT_PERCENTILE_METRICS,
+        detailed=args.save_detailed,
+        backend=backend,
+        label=args.label,
+        model_id=model_id,
+        tokenizer_id=args.tokenizer,
+        date=date,
+        metadata=metadata,
+    )
+    out = dict(vllm)
+    for key, value in result.to_dict().items():
+        if key == "errors" and "errors" in vllm:
+            key = "errors_by_class"  # vLLM's per-request list keeps the name
+        out.setdefault(key, value)
+    spec = result.spec
+    rate = math.inf if spec.request_rate is None else spec.request_rate
+    name = args.result_filename or result_filename(
+        label=args.label or backend,
+        request_rate=rate,
+        max_concurrency=spec.concurrency,
+        model_id=model_id,
+        date=date,
+    )
+    path = Path(args.result_dir or ".") / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a+" if args.append_result else "w", encoding="utf-8") as file:
+        if args.append_result and file.tell() != 0:
+            file.write("\n")
+        json.dump(out, file)
+    return path
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the experiment and print its report; 1 when any request failed."""
+    from .._vllm import parse_metric_percentiles, parse_percentile_metrics
     from ..load import LoadSpec, load_prompts
 
+    _check_vllm_flags(args)
     if args.max_retries < 0:
         raise UsageError(f"--max-retries {args.max_retries} is invalid: must be 0 or more")
-    extra_body = None
-    if args.extra_body:
-        try:
-            extra_body = json.loads(args.extra_body)
-        except json.JSONDecodeError as exc:
-            raise UsageError(f"--extra-body is not valid JSON: {exc}") from exc
-        if not isinstance(extra_body, dict):
-            raise UsageError("--extra-body must be a JSON object")
+    metrics = parse_percentile_metrics(args.percentile_metrics) if args.percentile_metrics else None
+    percentiles = (
+        parse_metric_percentiles(args.metric_percentiles) if args.metric_percentiles else None
+    )
+    metadata = _metadata(args.metadata)
+    dataset = _dataset(args)
+    extra_body = _extra_body(args, dataset is not None)
     concurrency = args.concurrency
-    if concurrency is None and args.request_rate is None:
+    request_rate = args.request_rate
+    if args.max_concurrency is not None:
+        if concurrency is not None and concurrency != args.max_concurrency:
+            raise UsageError(
+                "--concurrency and --max-concurrency differ: give one (--max-concurrency caps "
+                "an open loop, at --request-rate or all at once)"
+            )
+        # vLLM: a cap on requests in flight of an open loop whose rate defaults to infinite.
+        concurrency = args.max_concurrency
+        if request_rate is None:
+            request_rate = math.inf
+    if concurrency is None and request_rate is None:
         concurrency = 10
+    prompts: tuple[Any, ...] | None = load_prompts(args.prompts) if args.prompts else None
+    output_lens = None
+    if dataset is not None:
+        prompts, output_lens = dataset
     spec = LoadSpec(
         num_requests=args.num_requests,
         concurrency=concurrency,
-        request_rate=args.request_rate,
+        request_rate=request_rate,
         burstiness=args.burstiness,
-        prompts=load_prompts(args.prompts) if args.prompts else None,
-        max_tokens=args.max_tokens,
+        prompts=prompts,
+        max_tokens=128 if args.max_tokens is None else args.max_tokens,
+        output_lens=output_lens,
         warmup=args.warmup,
         seed=args.seed,
-        model=args.model,
+        model=args.served_model_name,
         extra_body=extra_body,
         slo=_goodput(args.goodput),
+        keep_text=args.save_detailed,
     )
     if args.output and not args.output.endswith((".csv", ".jsonl", ".parquet")):
         raise UsageError(f"--output {args.output}: write results as .csv, .jsonl or .parquet")
-    urls: list[str] = args.base_url or []
+    urls = _urls(args)
     distributed = args.workers is not None or args.scheduler is not None
     if len(urls) > 1 and distributed:
         raise UsageError("route across several --base-url or split over --workers, not both")
@@ -243,6 +722,8 @@ def run(args: argparse.Namespace) -> int:
         if distributed:
             from ..distributed import run_load_distributed
 
+            if model is None:
+                model = asyncio.run(_discover_one(urls[0], api_key, args.timeout))
             result = run_load_distributed(
                 spec,
                 base_url=urls[0],
@@ -254,7 +735,13 @@ def run(args: argparse.Namespace) -> int:
                 progress=progress,
             )
         else:
-            result = asyncio.run(_bench_run(args, urls, api_key, model, retry, spec, progress))
+            result, served = asyncio.run(
+                _bench_run(args, urls, api_key, model, retry, spec, progress)
+            )
+            model = model or served
+    except _DiscoveryFailed as exc:
+        print(f"streamkit bench: {exc}", file=sys.stderr)
+        return 1
     finally:
         if server is not None:
             server.stop()
@@ -262,8 +749,27 @@ def run(args: argparse.Namespace) -> int:
         result.target += " (bundled simulator)"
     if args.output:
         result.save(args.output)
+    if args.save_result or args.append_result:
+        path = _save_result(
+            args,
+            result,
+            model_id=args.model or model or "",
+            percentiles=percentiles,
+            metrics=metrics,
+            metadata=metadata,
+        )
+        print(f"streamkit bench: result saved to {path}", file=sys.stderr)
+    s = result.summary
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
-    else:
-        print(result.table())
-    return 0 if result.summary.failed == 0 else 1
+    elif s.completed or not s.failed:
+        print(result.table(percentiles, metrics))
+    if s.failed:
+        which = "all" if s.completed == 0 else f"{s.failed} of"
+        print(
+            f"streamkit bench: {which} {s.requests} requests failed; first error: "
+            f"{result.first_error}",
+            file=sys.stderr,
+        )
+        return 1
+    return 0

@@ -368,6 +368,7 @@ _HANDLED_PARAMS = frozenset(
         "seed",
         "n",
         "logprobs",
+        "ignore_eos",
         "response_format",
         "streamkit",
     }
@@ -396,6 +397,9 @@ class ChatRequest:
         tokens_per_second: decode rate (model default or override).
         jitter: relative spread of the gaps (model default or override).
         length: exact completion length asked for with ``streamkit.length``, if any.
+        ignore_eos: vLLM's sampling extension: generate until ``max_tokens`` whatever the
+            natural length, finishing with ``"length"`` (benchmarks use it for exact output
+            lengths).
         sim_options: every validated key of the ``streamkit`` field (structured ones parsed).
         attempt_key: ``streamkit.attempt_key``: names the logical request across attempts.
         faults: ``streamkit.faults``, parsed, in the order given.
@@ -412,6 +416,7 @@ class ChatRequest:
     tokens_per_second: float
     jitter: float
     length: int | None
+    ignore_eos: bool = False
     sim_options: Mapping[str, object] = field(default_factory=dict)
     attempt_key: str | None = None
     faults: tuple[Fault, ...] = ()
@@ -644,6 +649,14 @@ def parse_chat_object(data: object, models: Mapping[str, SimModel]) -> ChatReque
         )
     for key, (check, allowed) in _IGNORED_PARAMS.items():
         _optional(data, key, check, allowed)
+    ignore_eos = bool(_optional(data, "ignore_eos", _is_bool, "a boolean"))
+    if ignore_eos and max_tokens is None:
+        # vLLM then runs to the context length; the simulator has none to run to.
+        _bad(
+            "ignore_eos",
+            "'ignore_eos' generates until the token limit: send 'max_completion_tokens' (or "
+            "'max_tokens') with it.",
+        )
 
     options = _parse_sim_options(data.get("streamkit"))
     return ChatRequest(
@@ -658,6 +671,7 @@ def parse_chat_object(data: object, models: Mapping[str, SimModel]) -> ChatReque
         tokens_per_second=float(options.get("tokens_per_second", model.tokens_per_second)),  # type: ignore[arg-type]
         jitter=float(options.get("jitter", model.jitter)),  # type: ignore[arg-type]
         length=options.get("length"),  # type: ignore[arg-type]
+        ignore_eos=ignore_eos,
         sim_options=options,
         attempt_key=options.get("attempt_key"),  # type: ignore[arg-type]
         faults=options.get("faults", ()),  # type: ignore[arg-type]
@@ -706,7 +720,12 @@ def plan_reply(req: ChatRequest) -> Plan:
     Args:
         req: a validated request.
     """
-    if req.length is not None:
+    if req.ignore_eos and req.max_tokens is not None:
+        # vLLM's ignore_eos: the natural end (and streamkit.length) is passed over, so the
+        # reply is exactly max_tokens long and finishes with "length".
+        pieces = generate(req.prompt, req.seed, req.max_tokens, req.model)
+        cut = True
+    elif req.length is not None:
         # An exact length is the reply's natural length: it finishes with "stop" unless
         # max_tokens is shorter.
         n = req.length if req.max_tokens is None else min(req.length, req.max_tokens)
