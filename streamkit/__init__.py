@@ -16,20 +16,10 @@ from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
 
-from .balance import LoadBalancer
-from .batching import AdaptivePolicy, TokenBuffer
-from .client import ChatTask, Client, Observer, chat, chat_sync, default_client, start_chat
-from .cost import (
-    Cost,
-    Ledger,
-    Price,
-    PriceTable,
-    TokenCount,
-    Unpriced,
-    cost_of,
-    count_tokens,
-    estimate_cost,
-)
+# The errors and events are plain Python and load at once; everything else (the openai SDK,
+# uvicorn and the bundled server, pandas, plotly, ipywidgets) loads on first use of a name that
+# needs it (PEP 562), so ``import streamkit`` stays cheap for scripts, the command line and a
+# notebook that only streams. tests/test_import_cost.py guards it.
 from .errors import (
     APIStatusError,
     AuthError,
@@ -51,43 +41,169 @@ from .errors import (
     UnpricedModelError,
     UsageError,
 )
-from .events import Event, StreamEnd, StreamError, StreamRetry, StreamStart, TokenDelta, Usage
-from .experiments import ResponseCache, Router
-from .load import LoadResult, LoadSpec, run_load, run_load_sync
-from .manager import ManagedStream, StreamManager
-from .metrics import SLO, MetricsCollector, RequestMetrics, RunSummary
-from .render import ConsoleView, View, auto_view
-from .result import StreamResult
-from .retry import RetryPolicy
-from .server import RunningServer, default_server, serve_in_thread
-from .server.process import ServerProcess, serve_in_subprocess
-from .state import ChatMessage, ChatState
-from .transports.sse import EventSource
+from .events import (
+    Event,
+    StreamEnd,
+    StreamError,
+    StreamRetry,
+    StreamStart,
+    TokenDelta,
+    Usage,
+)
 
 if TYPE_CHECKING:
-    from .render.controls import ControlsPanel
-    from .render.dashboard import Dashboard
-    from .render.delta import DeltaView
-    from .render.widget import WidgetView
+    from .balance import (
+        LoadBalancer,
+    )
+    from .batching import (
+        AdaptivePolicy,
+        TokenBuffer,
+    )
+    from .client import (
+        ChatTask,
+        Client,
+        Observer,
+        chat,
+        chat_sync,
+        default_client,
+        start_chat,
+    )
+    from .cost import (
+        Cost,
+        Ledger,
+        Price,
+        PriceTable,
+        TokenCount,
+        Unpriced,
+        cost_of,
+        count_tokens,
+        estimate_cost,
+    )
+    from .experiments import (
+        ResponseCache,
+        Router,
+    )
+    from .load import (
+        LoadResult,
+        LoadSpec,
+        run_load,
+        run_load_sync,
+    )
+    from .manager import (
+        ManagedStream,
+        StreamManager,
+    )
+    from .metrics import (
+        SLO,
+        MetricsCollector,
+        RequestMetrics,
+        RunSummary,
+    )
+    from .render import (
+        ConsoleView,
+        View,
+        auto_view,
+    )
+    from .render.controls import (
+        ControlsPanel,
+    )
+    from .render.dashboard import (
+        Dashboard,
+    )
+    from .render.delta import (
+        DeltaView,
+    )
+    from .render.widget import (
+        WidgetView,
+    )
+    from .result import (
+        StreamResult,
+    )
+    from .retry import (
+        RetryPolicy,
+    )
+    from .server import (
+        RunningServer,
+        default_server,
+        serve_in_thread,
+    )
+    from .server.process import (
+        ServerProcess,
+        serve_in_subprocess,
+    )
+    from .state import (
+        ChatMessage,
+        ChatState,
+    )
+    from .transports.sse import (
+        EventSource,
+    )
 
-# The widget views import ipywidgets (and the dashboard plotly): loaded on first use, so scripts
-# and the command line never pay for them.
 _LAZY = {
+    "AdaptivePolicy": ".batching",
+    "ChatMessage": ".state",
+    "ChatState": ".state",
+    "ChatTask": ".client",
+    "Client": ".client",
+    "ConsoleView": ".render",
     "ControlsPanel": ".render.controls",
+    "Cost": ".cost",
     "Dashboard": ".render.dashboard",
     "DeltaView": ".render.delta",
+    "EventSource": ".transports.sse",
+    "Ledger": ".cost",
+    "LoadBalancer": ".balance",
+    "LoadResult": ".load",
+    "LoadSpec": ".load",
+    "ManagedStream": ".manager",
+    "MetricsCollector": ".metrics",
+    "Observer": ".client",
+    "Price": ".cost",
+    "PriceTable": ".cost",
+    "RequestMetrics": ".metrics",
+    "ResponseCache": ".experiments",
+    "RetryPolicy": ".retry",
+    "Router": ".experiments",
+    "RunSummary": ".metrics",
+    "RunningServer": ".server",
+    "SLO": ".metrics",
+    "ServerProcess": ".server.process",
+    "StreamManager": ".manager",
+    "StreamResult": ".result",
+    "TokenBuffer": ".batching",
+    "TokenCount": ".cost",
+    "Unpriced": ".cost",
+    "View": ".render",
     "WidgetView": ".render.widget",
+    "auto_view": ".render",
+    "chat": ".client",
+    "chat_sync": ".client",
+    "cost_of": ".cost",
+    "count_tokens": ".cost",
+    "default_client": ".client",
+    "default_server": ".server",
+    "estimate_cost": ".cost",
+    "run_load": ".load",
+    "run_load_sync": ".load",
+    "serve_in_subprocess": ".server.process",
+    "serve_in_thread": ".server",
+    "start_chat": ".client",
 }
 
 
 def __getattr__(name: str) -> object:
-    if name in _LAZY:
-        import importlib
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'streamkit' has no attribute {name!r}")
+    import importlib
 
-        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'streamkit' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value  # the next lookup is a plain attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
 
 
 # Plain sorted() order, as tests/test_public_api.py checks (ruff's isort-style order would put
