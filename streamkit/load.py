@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeGuard
 from .client import Prompt, _ChatRun, run_sync
 from .errors import UsageError
 from .events import Event
-from .metrics import SLO, MetricsCollector, RunSummary, percentile
+from .metrics import SLO, Distribution, MetricsCollector, RunSummary, percentile
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -514,40 +514,39 @@ class LoadResult:
         )
 
     def _repr_html_(self) -> str:
-        """A compact HTML table of the headline figures (Jupyter's rich display)."""
-        from html import escape
+        """A compact table of the headline figures (Jupyter's rich display), escaped."""
+        from . import _html
 
         s = self.summary
 
-        def ms(v: float | None) -> str:
-            return "-" if v is None else f"{v * 1000:,.1f} ms"
+        def rate(value: float | None, unit: str) -> str | None:
+            return None if value is None else f"{value:,.2f} {unit}"
 
-        def rate(v: float | None, unit: str) -> str:
-            return "-" if v is None else f"{v:,.2f} {unit}"
+        def spread(d: Distribution) -> str:
+            return f"p50 {_html.ms(d.p50)} · p99 {_html.ms(d.p99)}"
 
-        rows = [
-            ("target", self.target or "-"),
+        rows: list[tuple[str, object]] = [
+            ("target", self.target or None),
             ("arrivals", self.spec.mode),
             ("requests", f"{s.completed} completed, {s.failed} failed of {s.requests}"),
             ("duration", f"{s.duration:.2f} s"),
             ("output throughput", rate(s.output_throughput, "tok/s")),
             ("request throughput", rate(s.request_throughput, "req/s")),
-            ("TTFT p50 / p99", f"{ms(s.ttft.p50)} / {ms(s.ttft.p99)}"),
-            ("TPOT p50 / p99", f"{ms(s.tpot.p50)} / {ms(s.tpot.p99)}"),
-            ("ITL p50 / p99", f"{ms(s.itl.p50)} / {ms(s.itl.p99)}"),
-            ("E2E p50 / p99", f"{ms(s.e2e.p50)} / {ms(s.e2e.p99)}"),
+            ("TTFT", spread(s.ttft)),
+            ("TPOT", spread(s.tpot)),
+            ("ITL", spread(s.itl)),
+            ("E2E", spread(s.e2e)),
         ]
         if s.goodput is not None:
             rows.append(("goodput", rate(s.goodput, "req/s")))
-        if s.errors:
-            rows.append(("errors", ", ".join(f"{k} ×{v}" for k, v in sorted(s.errors.items()))))
+        if s.failed:
+            errors = ", ".join(f"{k} ×{v}" for k, v in sorted(s.errors.items()))
+            first = _html.one_line(self.first_error or "", 200)
+            rows.append(("errors", f"{errors}; first: {first}"))
+        rows.append(("client CPU", f"{self.client_cpu:.0%} of a core"))
         rows += [("warning", w) for w in self.warnings]
-        body = "".join(
-            f"<tr><th style='text-align:left'>{escape(k)}</th>"
-            f"<td style='text-align:left'>{escape(v)}</td></tr>"
-            for k, v in rows
-        )
-        return f"<table><caption>streamkit LoadResult</caption>{body}</table>"
+        note = self.transport or None
+        return _html.wrap(_html.key_value_table("LoadResult", rows, note=note))
 
     def table(
         self,

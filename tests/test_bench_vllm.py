@@ -251,6 +251,7 @@ async def test_client_saturation_is_not_warned_when_nothing_completed(
     assert busy(ok) and busy(ok)[0].startswith("the client used 96% of a core")
     assert busy(failed) == ["3 of 3 requests failed (ConnectError ×3); see requests_df()"]
     assert failed.first_error is not None and failed.first_error.startswith("ConnectError: ")
+    assert "ConnectError ×3; first: ConnectError: cannot connect" in failed._repr_html_()
 
 
 # -- bad flags -----------------------------------------------------------------------------------
