@@ -58,7 +58,7 @@ _IGNORED: dict[str, tuple[str, ...]] = {
         "no_stream",
     ),
     "requests carry no request ids": ("request_id_prefix",),
-    "the model is asked of the server before the run, which fails at once with the cause": (
+    "a server that is not ready fails the run at once, in one line naming the cause": (
         "ready_check_timeout_sec",
     ),
 }
