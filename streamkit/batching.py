@@ -9,6 +9,11 @@ A flush is due when ``max_tokens`` tokens are waiting, or when ``max_delay`` sec
 since the *first* waiting token (not the last: a steady trickle of tokens must not postpone the
 flush forever). ``max_delay=0`` shows every token as it comes.
 
+An optional ``min_gap`` caps the flush rate whatever the other two say: no flush the buffer calls
+for comes sooner than ``min_gap`` seconds after the previous one (tokens wait, none is dropped),
+and a token that finds the buffer idle for a whole ``max_delay`` is shown at once. The count alone
+cannot cap the rate: one token per flush at 200 tokens/s is 200 flushes/s.
+
 :class:`AdaptivePolicy` picks the two settings from what it measures (the token rate, the render
 lag the browser acknowledges, the connection latency), and :data:`PRESETS` names three fixed
 choices (``fast``, ``medium``, ``slow``). Both are as pure as the buffer: times come from the
@@ -51,49 +56,75 @@ def _check_max_tokens(value: object) -> int:
     return count
 
 
-def _check_max_delay(value: object) -> float:
+def _check_max_delay(value: object, name: str = "max_delay") -> float:
     low, high = MAX_DELAY_RANGE
     if isinstance(value, bool) or not isinstance(value, Real):
         raise UsageError(
-            f"max_delay={value!r} is not a number ({type(value).__name__}): "
+            f"{name}={value!r} is not a number ({type(value).__name__}): "
             f"must be seconds between {low:g} and {high:g}"
         )
     delay = float(value)
     if math.isnan(delay):
         raise UsageError(
-            f"max_delay={value!r} is not a number: must be between {low:g} and {high:g} seconds"
+            f"{name}={value!r} is not a number: must be between {low:g} and {high:g} seconds"
         )
     if not low <= delay <= high:
         raise UsageError(
-            f"max_delay={value!r} is out of range: must be between {low:g} and {high:g} seconds"
+            f"{name}={value!r} is out of range: must be between {low:g} and {high:g} seconds"
         )
     return delay
 
 
-class TokenBuffer:
-    """Collects tokens and says when to flush them: after ``max_tokens`` or ``max_delay``.
+def _check_min_gap(value: object) -> float:
+    return _check_max_delay(value, "min_gap")
 
-    Both settings may be changed while a stream runs (e.g. from a slider); the new values apply
-    from the next call: lowering ``max_tokens`` below :attr:`pending` flushes at the next
-    :meth:`add`, and :attr:`deadline` is always the first waiting token's time plus the current
-    ``max_delay``.
+
+class TokenBuffer:
+    """Collects tokens and says when to flush them: after ``max_tokens`` or ``max_delay``, and
+    never sooner than ``min_gap`` after the previous flush.
+
+    Settings may be changed while a stream runs (e.g. from a slider); the new values apply
+    from the next call: lowering ``max_tokens`` to :attr:`pending` or below makes a flush due at
+    once (at the next :meth:`add`, or by :attr:`deadline`), and :attr:`deadline` always follows
+    the current settings.
+
+    With ``min_gap`` > 0 (an :class:`AdaptivePolicy` sets it to ``1 / max_flush_rate``) the
+    buffer also remembers when it last flushed, and:
+
+    - a flush that ``max_tokens`` or ``max_delay`` calls for waits until ``min_gap`` has passed
+      since the previous flush, so at most one flush per ``min_gap`` ever comes from the buffer;
+    - a token arriving when nothing was flushed for at least ``max_delay`` (a stall, or the first
+      token of a stream) is due at once: the reader has waited, and one flush keeps the cap.
 
     Args:
         max_tokens: flush once this many tokens are waiting (1 to 10 000).
         max_delay: flush once the first waiting token has waited this many seconds (0 to 10;
             0 flushes every token).
+        min_gap: the least time between two flushes (0 to 10 seconds; 0, the default, caps
+            nothing).
 
     Raises:
         UsageError: a setting has the wrong type or is out of range (never clamped silently).
     """
 
-    __slots__ = ("_first_at", "_max_delay", "_max_tokens", "_parts")
+    __slots__ = (
+        "_first_at",
+        "_last_add_at",
+        "_last_flush_at",
+        "_max_delay",
+        "_max_tokens",
+        "_min_gap",
+        "_parts",
+    )
 
-    def __init__(self, max_tokens: int = 4, max_delay: float = 0.05) -> None:
+    def __init__(self, max_tokens: int = 4, max_delay: float = 0.05, min_gap: float = 0.0) -> None:
         self._max_tokens = _check_max_tokens(max_tokens)
         self._max_delay = _check_max_delay(max_delay)
+        self._min_gap = _check_min_gap(min_gap)
         self._parts: list[str] = []
         self._first_at: float | None = None
+        self._last_add_at: float | None = None
+        self._last_flush_at: float | None = None
 
     @property
     def max_tokens(self) -> int:
@@ -114,30 +145,58 @@ class TokenBuffer:
         self._max_delay = _check_max_delay(value)
 
     @property
+    def min_gap(self) -> float:
+        """The least time between two flushes (0 to 10 seconds; 0 caps nothing)."""
+        return self._min_gap
+
+    @min_gap.setter
+    def min_gap(self, value: float) -> None:
+        self._min_gap = _check_min_gap(value)
+
+    @property
     def pending(self) -> int:
         """How many tokens are waiting to be flushed."""
         return len(self._parts)
 
     @property
+    def last_flush_at(self) -> float | None:
+        """When the buffer last flushed tokens (on the caller's clock), or None."""
+        return self._last_flush_at
+
+    @property
     def deadline(self) -> float | None:
         """When the waiting tokens must be flushed by time, or None when nothing waits."""
-        if self._first_at is None:
+        first = self._first_at
+        if first is None:
             return None
-        return self._first_at + self._max_delay
+        if not self._min_gap:
+            if len(self._parts) >= self._max_tokens:
+                return first
+            return first + self._max_delay
+        return self._capped_deadline(first)
+
+    def _capped_deadline(self, first: float) -> float:
+        last = self._last_flush_at
+        if last is None or first >= last + self._max_delay:
+            return first if last is None else max(first, last + self._min_gap)
+        due = first if len(self._parts) >= self._max_tokens else first + self._max_delay
+        return max(due, last + self._min_gap)
 
     def due(self, now: float) -> bool:
-        """Whether the waiting tokens have waited ``max_delay`` by ``now``.
+        """Whether the waiting tokens are due for a flush by ``now``.
 
         Args:
             now: the current time, on the clock passed to :meth:`add`.
         """
-        return self._first_at is not None and now >= self._first_at + self._max_delay
+        deadline = self.deadline
+        return deadline is not None and now >= deadline
 
     def add(self, text: str, now: float) -> str | None:
         """Add one token; return the text to flush if a flush is due now, else None.
 
         A flush is due when ``max_tokens`` tokens are waiting, or when the deadline has already
-        passed (the caller's timer was late, or ``max_delay`` is 0).
+        passed (the caller's timer was late, or ``max_delay`` is 0), and (with a ``min_gap``)
+        the previous flush is at least ``min_gap`` old.
 
         Args:
             text: the token's text.
@@ -146,17 +205,33 @@ class TokenBuffer:
         # Called once per token: plain attribute access only, no property calls.
         parts = self._parts
         parts.append(text)
-        if self._first_at is None:
-            self._first_at = now
-        if len(parts) >= self._max_tokens or now >= self._first_at + self._max_delay:
-            return self.flush()
+        self._last_add_at = now
+        first = self._first_at
+        if first is None:
+            self._first_at = first = now
+        if not self._min_gap:
+            if len(parts) >= self._max_tokens or now >= first + self._max_delay:
+                return self.flush(now)
+            return None
+        if now >= self._capped_deadline(first):
+            return self.flush(now)
         return None
 
-    def flush(self) -> str:
-        """Take everything waiting ("" if nothing) and start over."""
-        text = "".join(self._parts)
-        self._parts.clear()
+    def flush(self, now: float | None = None) -> str:
+        """Take everything waiting ("" if nothing) and start over.
+
+        Args:
+            now: when the flush happens, on the clock passed to :meth:`add`; ``min_gap`` counts
+                from it. Omitted, the last token's arrival time is taken: a caller whose timer
+                flushes later than that should pass the time, or the next flush may come early.
+        """
+        parts = self._parts
+        if not parts:
+            return ""
+        text = "".join(parts)
+        parts.clear()
         self._first_at = None
+        self._last_flush_at = now if now is not None else self._last_add_at
         return text
 
 
@@ -165,7 +240,8 @@ class TokenBuffer:
 
 @dataclass(frozen=True, slots=True)
 class BatchSettings:
-    """One flush rule: at most ``max_tokens`` tokens, or ``max_delay`` seconds, per flush.
+    """One flush rule: at most ``max_tokens`` tokens, or ``max_delay`` seconds, per flush, and
+    (``min_gap`` > 0) at most one flush per ``min_gap`` seconds.
 
     Validated like the buffer's setters, so a preset or a policy can never hand a buffer a value
     it would refuse.
@@ -176,11 +252,13 @@ class BatchSettings:
 
     max_tokens: int
     max_delay: float
+    min_gap: float = 0.0
 
     def __post_init__(self) -> None:
         # frozen: coerce through object.__setattr__ (e.g. max_delay=0 becomes 0.0).
         object.__setattr__(self, "max_tokens", _check_max_tokens(self.max_tokens))
         object.__setattr__(self, "max_delay", _check_max_delay(self.max_delay))
+        object.__setattr__(self, "min_gap", _check_min_gap(self.min_gap))
 
     def apply(self, buffer: TokenBuffer) -> None:
         """Give ``buffer`` these settings (only the ones that differ are set)."""
@@ -188,6 +266,8 @@ class BatchSettings:
             buffer.max_tokens = self.max_tokens
         if buffer.max_delay != self.max_delay:
             buffer.max_delay = self.max_delay
+        if buffer.min_gap != self.min_gap:
+            buffer.min_gap = self.min_gap
 
 
 PRESETS: Mapping[str, BatchSettings] = MappingProxyType(
@@ -204,9 +284,9 @@ PRESETS: Mapping[str, BatchSettings] = MappingProxyType(
         "slow": BatchSettings(10, 0.15),
     }
 )
-"""The fixed choices a controls panel offers, by name. A count alone cannot cap the message rate
-of a fast stream (``medium`` at 500 tokens/s flushes ~125 times a second); :class:`AdaptivePolicy`
-can."""
+"""The fixed choices a controls panel offers, by name (no ``min_gap``). A count alone cannot cap
+the message rate of a fast stream (``medium`` at 500 tokens/s flushes ~125 times a second);
+:class:`AdaptivePolicy` can."""
 
 
 def preset(name: str) -> BatchSettings:
@@ -262,7 +342,12 @@ class AdaptivePolicy:
       a slow stream shows every token the moment it arrives, and still flushes at most
       ``max_flush_rate`` times a second;
     - else ``max_tokens = ceil(2 * r * interval)``: a fast stream is flushed by the delay, and
-      the count only catches bursts of twice the average rate.
+      the count only catches bursts of twice the average rate;
+    - ``min_gap = 1 / max_flush_rate``: the cap holds in every state, whatever the estimate says.
+      The estimate lags the stream: after a stall it is far below the rate that resumes, and
+      ``max_tokens = 1`` alone then flushed every token (36 flushes in the second after a 2 s
+      stall of a 200 tokens/s stream). With the gap, the tokens that come too soon wait for the
+      next flush, and the first token after a stall still shows at once.
 
     The interval grows (x1.5, up to ``max_interval``) when the *delivery lag* (a flush sent to
     the browser acknowledging it on screen, minus the connection's own latency) exceeds
@@ -437,7 +522,8 @@ class AdaptivePolicy:
     # -- the decision ------------------------------------------------------------------------------
 
     def settings(self) -> BatchSettings:
-        """The flush rule for what has been measured so far (1 token at first: show at once)."""
+        """The flush rule for what has been measured so far (1 token at first: show at once),
+        capped at ``max_flush_rate`` flushes per second (``min_gap``)."""
         interval = self._interval
         per_interval = (self._rate or 0.0) * interval
         low, high = MAX_TOKENS_RANGE
@@ -445,7 +531,7 @@ class AdaptivePolicy:
             max_tokens = low
         else:
             max_tokens = min(high, math.ceil(per_interval * _COUNT_HEADROOM))
-        return BatchSettings(max_tokens, min(interval, MAX_DELAY_RANGE[1]))
+        return BatchSettings(max_tokens, min(interval, MAX_DELAY_RANGE[1]), self.min_interval)
 
     def apply(self, buffer: TokenBuffer) -> BatchSettings:
         """Give ``buffer`` the current :meth:`settings` and return them."""

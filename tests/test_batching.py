@@ -3,10 +3,13 @@ are plain numbers)."""
 
 from __future__ import annotations
 
+import itertools
 import re
 from fractions import Fraction
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from streamkit.batching import PRESETS, AdaptivePolicy, BatchSettings, TokenBuffer, preset
 from streamkit.errors import UsageError
@@ -235,7 +238,7 @@ def test_policy_starts_with_one_token_and_a_25_per_second_interval() -> None:
     assert policy.interval == 0.04
     assert policy.token_rate is None and policy.render_lag is None and policy.latency is None
     # Nothing measured yet: show the first token at once.
-    assert policy.settings() == BatchSettings(1, 0.04)
+    assert policy.settings() == BatchSettings(1, 0.04, min_gap=0.04)
 
 
 def test_first_observation_only_starts_the_clock() -> None:
@@ -261,7 +264,7 @@ def test_fast_stream_is_capped_at_the_flush_rate_by_the_delay() -> None:
     assert policy.token_rate == pytest.approx(5000.0)
     # ceil(2 * 5000 * 0.04): the 40 ms delay sets the cadence (25 flushes/s); the count only
     # catches bursts of twice the rate.
-    assert policy.settings() == BatchSettings(400, 0.04)
+    assert policy.settings() == BatchSettings(400, 0.04, min_gap=0.04)
 
 
 def test_token_rate_average_is_weighted_by_time() -> None:
@@ -313,7 +316,8 @@ def test_render_lag_above_target_grows_the_interval_at_most_once_per_period() ->
     # A bigger interval means bigger batches for the same rate: fewer, larger messages.
     policy.observe_tokens(1, now=30.0)
     policy.observe_tokens(100, now=31.0)
-    assert policy.settings() == BatchSettings(100, 0.5)  # ceil(2 * 100 * 0.5)
+    # ceil(2 * 100 * 0.5); the cap stays 1 / max_flush_rate whatever the interval.
+    assert policy.settings() == BatchSettings(100, 0.5, min_gap=0.04)
 
 
 def test_low_render_lag_shrinks_the_interval_back_to_the_floor() -> None:
@@ -348,33 +352,53 @@ def test_the_lag_floor_is_the_given_latency_else_the_least_lag_seen() -> None:
     assert learned.latency == 0.5
 
 
+def play(
+    policy: AdaptivePolicy, arrivals: list[float], buf: TokenBuffer, *, cap: bool = True
+) -> list[tuple[float, list[int]]]:
+    """Play token arrivals through a buffer steered by ``policy``, as a view with a perfect
+    timer would (the stream ends after the last deadline): returns (flush time, the numbers of
+    the tokens in it) for every flush. ``cap=False`` drops the policy's ``min_gap``, as before
+    the cap existed (a negative control)."""
+    flushes: list[tuple[float, list[int]]] = []
+
+    def steer() -> None:
+        policy.apply(buf)
+        if not cap:
+            buf.min_gap = 0.0
+
+    def flushed(now: float, text: str) -> None:
+        tokens = [int(word) for word in text.split()]
+        flushes.append((now, tokens))
+        policy.observe_tokens(len(tokens), now)
+        steer()
+
+    steer()
+    for number, t in enumerate(arrivals):
+        deadline = buf.deadline
+        if deadline is not None and deadline <= t:
+            flushed(deadline, buf.flush(deadline))  # the timer fired before this token came
+        text = buf.add(f"{number} ", t)
+        if text is not None:
+            flushed(t, text)
+    deadline = buf.deadline
+    if deadline is not None:
+        flushed(deadline, buf.flush(deadline))
+    return flushes
+
+
 def simulate(
     policy: AdaptivePolicy, arrivals: list[float], buf: TokenBuffer
 ) -> list[tuple[float, int]]:
-    """Play token arrivals through a buffer steered by ``policy``, as a view with a perfect
-    timer would: returns (flush time, tokens in it) for every flush."""
-    flushes: list[tuple[float, int]] = []
+    """:func:`play`, as (flush time, tokens in it)."""
+    return [(t, len(tokens)) for t, tokens in play(policy, arrivals, buf)]
 
-    def flushed(now: float, count: int) -> None:
-        flushes.append((now, count))
-        policy.observe_tokens(count, now)
-        policy.apply(buf)
 
-    policy.apply(buf)
-    for t in arrivals:
-        deadline = buf.deadline
-        if deadline is not None and deadline <= t:
-            count = buf.pending  # the timer fired before this token came
-            buf.flush()
-            flushed(deadline, count)
-        count = buf.pending + 1
-        if buf.add("x", t) is not None:
-            flushed(t, count)
-    if buf.pending:
-        count = buf.pending
-        buf.flush()
-        flushed(arrivals[-1], count)
-    return flushes
+def most_in_a_second(times: list[float]) -> int:
+    """The most flushes in any half-open 1-second window (one starting at a flush is the
+    fullest); 1e-9 absorbs the float rounding of sums like 4 + 25 * 0.04."""
+    return max(
+        (sum(1 for u in times if start <= u < start + 1 - 1e-9) for start in times), default=0
+    )
 
 
 @pytest.mark.parametrize("rate", [500, 1000, 5000])
@@ -443,3 +467,152 @@ def test_a_batch_of_lags_moves_the_average_before_one_decision() -> None:
     assert policy.interval == pytest.approx(0.06)
     policy.observe_render_lags([], now=2.0)  # nothing reported: nothing changes
     assert policy.interval == pytest.approx(0.06)
+
+
+# -- the flush-rate cap (min_gap) ---------------------------------------------------------------
+
+
+def test_min_gap_holds_a_count_flush_until_the_gap_has_passed() -> None:
+    buf = TokenBuffer(max_tokens=1, max_delay=0.04, min_gap=0.04)
+    assert buf.min_gap == 0.04
+    assert buf.add("a", 1.0) == "a"  # nothing flushed before: shown at once
+    assert buf.last_flush_at == 1.0
+    assert buf.add("b", 1.005) is None  # the count says flush, the gap says wait
+    assert buf.deadline == pytest.approx(1.04)  # due when the gap ends, not 40 ms after "b"
+    assert not buf.due(1.039)
+    assert buf.add("c", 1.01) is None
+    assert buf.due(1.04)
+    assert buf.flush(1.04) == "bc"
+    assert buf.last_flush_at == 1.04
+    # Past the gap but within max_delay of the flush: an ordinary batch, due max_delay later.
+    buf.max_tokens = 10
+    assert buf.add("d", 1.06) is None
+    assert buf.deadline == pytest.approx(1.10)
+
+
+def test_min_gap_shows_a_token_at_once_after_an_idle_max_delay() -> None:
+    # A stall: the estimate may still call for big batches, but nothing waits to join this token.
+    buf = TokenBuffer(max_tokens=16, max_delay=0.04, min_gap=0.04)
+    assert buf.add("a", 0.0) == "a"
+    assert buf.add("b", 0.01) is None
+    assert buf.flush(0.05) == "b"
+    assert buf.add("c", 2.05) == "c"
+    # Idle for less than max_delay: an ordinary batch.
+    assert buf.add("d", 2.08) is None
+    assert buf.deadline == pytest.approx(2.12)
+
+
+def test_min_gap_longer_than_max_delay_still_caps_the_rate() -> None:
+    buf = TokenBuffer(max_tokens=1, max_delay=0, min_gap=0.25)
+    assert buf.add("a", 0.0) == "a"
+    assert buf.add("b", 0.1) is None
+    assert buf.deadline == 0.25
+    assert buf.add("c", 0.25) == "bc"
+
+
+def test_flush_without_a_time_counts_the_gap_from_the_last_arrival() -> None:
+    buf = TokenBuffer(max_tokens=1, max_delay=0.04, min_gap=0.04)
+    assert buf.add("a", 0.0) == "a"
+    assert buf.add("b", 0.01) is None
+    assert buf.flush() == "b"
+    assert buf.last_flush_at == 0.01
+    assert buf.flush() == ""  # nothing flushed: the time of the last flush stays
+    assert buf.last_flush_at == 0.01
+
+
+def test_no_min_gap_keeps_the_plain_rule() -> None:
+    buf = TokenBuffer(max_tokens=1, max_delay=0.04)
+    assert buf.min_gap == 0.0
+    assert [buf.add(t, 0.001 * i) for i, t in enumerate("abc")] == ["a", "b", "c"]
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (-0.01, "min_gap=-0.01 is out of range: must be between 0 and 10 seconds"),
+        (11, "min_gap=11 is out of range: must be between 0 and 10 seconds"),
+        ("0.04", "min_gap='0.04' is not a number (str): must be seconds between 0 and 10"),
+    ],
+)
+def test_min_gap_is_validated_like_max_delay(value: object, message: str) -> None:
+    with pytest.raises(UsageError, match=f"^{re.escape(message)}$"):
+        TokenBuffer(min_gap=value)  # type: ignore[arg-type]
+    with pytest.raises(UsageError, match=f"^{re.escape(message)}$"):
+        BatchSettings(1, 0.04, value)  # type: ignore[arg-type]
+    buf = TokenBuffer(min_gap=0.1)
+    with pytest.raises(UsageError, match=f"^{re.escape(message)}$"):
+        buf.min_gap = value  # type: ignore[assignment]
+    assert buf.min_gap == 0.1
+
+
+def test_presets_cap_nothing_and_applying_one_lifts_a_policy_cap() -> None:
+    assert all(settings.min_gap == 0.0 for settings in PRESETS.values())
+    buf = TokenBuffer()
+    AdaptivePolicy(max_flush_rate=10).apply(buf)
+    assert buf.min_gap == 0.1
+    PRESETS["fast"].apply(buf)
+    assert buf.min_gap == 0.0
+
+
+def stall_arrivals(rate: int = 200, stall: float = 2.0) -> list[float]:
+    """Two seconds at ``rate`` tokens/s, ``stall`` seconds of nothing, two seconds more."""
+    before = [i / rate for i in range(2 * rate)]
+    resume = before[-1] + stall
+    return before + [resume + i / rate for i in range(2 * rate)]
+
+
+def test_a_stall_does_not_flood_the_view_with_single_token_flushes() -> None:
+    arrivals = stall_arrivals()
+    resume = arrivals[400]
+    flushes = play(AdaptivePolicy(), arrivals, TokenBuffer(1, 0.04))
+    # Nothing lost, nothing reordered.
+    assert [n for _, tokens in flushes for n in tokens] == list(range(len(arrivals)))
+    times = [t for t, _ in flushes]
+    assert most_in_a_second(times) <= 25
+    assert all(b - a >= 0.04 - 1e-9 for a, b in itertools.pairwise(times))
+    # The first token after the stall is shown the moment it arrives.
+    first_after = next((t, tokens) for t, tokens in flushes if 400 in tokens)
+    assert first_after == (resume, [400])
+    # Capped, not starved: the second after the stall still flushes at the full rate.
+    after = [t for t in times if resume <= t < resume + 1 - 1e-9]
+    assert len(after) == 25
+
+
+def test_without_the_cap_the_same_stall_floods_the_view() -> None:
+    # The negative control: the rate estimate alone (max_tokens=1 after the stall drags it down)
+    # is what the cap fixes.
+    flushes = play(AdaptivePolicy(), stall_arrivals(), TokenBuffer(1, 0.04), cap=False)
+    times = [t for t, _ in flushes]
+    resume = stall_arrivals()[400]
+    after = [t for t in times if resume <= t < resume + 1]
+    assert len(after) > 30
+    assert most_in_a_second(times) > 25
+
+
+_gaps = st.one_of(
+    st.just(0.0),  # a burst: several tokens in one read
+    st.floats(0.0, 0.02),  # faster than the cap
+    st.floats(0.02, 0.2),  # around it
+    st.floats(0.5, 3.0),  # a stall
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(gaps=st.lists(_gaps, min_size=1, max_size=300), rate=st.sampled_from([10.0, 25.0, 60.0]))
+def test_any_arrival_pattern_is_capped_complete_and_prompt(gaps: list[float], rate: float) -> None:
+    arrivals = list(itertools.accumulate(gaps))
+    flushes = play(AdaptivePolicy(max_flush_rate=rate), arrivals, TokenBuffer(1, 0.04))
+    assert [n for _, tokens in flushes for n in tokens] == list(range(len(arrivals)))
+    gap = 1 / rate
+    times = [t for t, _ in flushes]
+    assert all(b - a >= gap - 1e-9 for a, b in itertools.pairwise(times))
+    assert most_in_a_second(times) <= rate
+    previous: float | None = None
+    for t, tokens in flushes:
+        # No browser lag is reported, so the interval stays 1/rate: no token waits longer.
+        assert all(t - arrivals[n] <= gap + 1e-9 for n in tokens)
+        # A token that finds nothing flushed for a whole interval is shown as it arrives.
+        first = arrivals[tokens[0]]
+        if previous is None or first >= previous + gap:
+            assert t == first
+        previous = t

@@ -231,7 +231,8 @@ class BufferedView(ABC):
         """Render everything waiting in the buffer now (no-op when nothing waits)."""
         self._cancel_timer()
         if self.buffer.pending:
-            self._show(self.buffer.flush(), self._clock())
+            now = self._clock()
+            self._show(self.buffer.flush(now), now)
 
     # -- internals ---------------------------------------------------------------------------
 
@@ -252,7 +253,7 @@ class BufferedView(ABC):
         except RuntimeError:
             # Driven from plain synchronous code: no loop can fire a deadline later, and text
             # must not sit unseen until the next token, so render it right away.
-            self._show(self.buffer.flush(), now)
+            self._show(self.buffer.flush(now), now)
             return
         # call_later, not call_at: the loop's clock (time.monotonic) need not be the buffer's.
         self._timer = loop.call_later(max(0.0, deadline - now), self._on_timer)
@@ -275,7 +276,7 @@ class BufferedView(ABC):
             # max_delay was raised after the timer was armed: wait for the new deadline.
             self._arm_timer(now)
         else:
-            self._show(self.buffer.flush(), now)
+            self._show(self.buffer.flush(now), now)
 
 
 def failure_line(result: StreamResult) -> str | None:
