@@ -6,7 +6,8 @@ errors go to stderr, so ``streamkit chat "…" > reply.txt`` keeps a clean trans
 
 ``streamkit bench`` runs a load experiment (see :mod:`streamkit.load`): a progress bar on stderr,
 the report on stdout, per-request results to ``--output``. Exit status 0 when every request
-completed, 1 when some failed (the report says which and why), 2 bad usage, 130 interrupted.
+completed, 1 when some failed (the report says which and why; when all failed, one line with the
+first error), 2 bad usage, 130 interrupted.
 
 One module per subcommand (:mod:`.chat`, :mod:`.bench`, :mod:`.serve`): each adds its parser and
 runs it; this one only dispatches.
@@ -15,6 +16,7 @@ runs it; this one only dispatches.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -48,3 +50,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (``streamkit bench | head``): stop quietly, as Unix tools do, and
+        # keep Python from complaining when it flushes stdout at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141

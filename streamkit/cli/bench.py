@@ -539,7 +539,7 @@ async def _resolve_models(clients: Sequence[Client]) -> str | None:
                 f"cannot ask {client.base_url} which model it serves (GET /models): "
                 f"{exc.kind}: {' '.join(str(exc).split())}"
             ) from exc
-        if asked:
+        if asked and len(client.served_models or ()) <= 1:  # several: the client logs its choice
             print(
                 f"streamkit bench: no --model given: using {model}, served by {client.base_url}",
                 file=sys.stderr,
