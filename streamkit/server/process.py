@@ -8,6 +8,7 @@ server in a child process. Load experiments (``streamkit bench``, :mod:`streamki
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -22,6 +23,9 @@ __all__ = ["ServerProcess", "serve_in_subprocess"]
 
 _ANNOUNCE = re.compile(r"streamkit simulator: (http://\S+/v1)")
 _START_TIMEOUT = 30.0
+# What `streamkit serve` reads its key from (streamkit.cli.serve.ENV_API_KEY; importing the CLI
+# here would load the whole client).
+_ENV_API_KEY = "STREAMKIT_API_KEY"
 
 
 class ServerProcess:
@@ -82,7 +86,10 @@ def serve_in_subprocess(
 
     Args:
         port: the port (0: any free one, read from ``.base_url``).
-        api_key: if set, the server requires it.
+        api_key: if set, the server requires it. It reaches the child in its environment
+            (``STREAMKIT_API_KEY``), never on its command line, which every user can read in
+            ``ps``. Without one, a ``STREAMKIT_API_KEY`` of this process is kept from the
+            child, so the server requires no key, as asked.
         extra_args: further ``streamkit serve`` options (e.g. ``("--max-concurrent-streams",
             "100")``).
 
@@ -90,10 +97,17 @@ def serve_in_subprocess(
         UsageError: the server could not start (its message is included).
     """
     args = [sys.executable, "-m", "streamkit", "serve", "--port", str(port), *extra_args]
+    env = dict(os.environ)
+    env.pop(_ENV_API_KEY, None)
     if api_key:
-        args += ["--api-key", api_key]
+        env[_ENV_API_KEY] = api_key
     process = subprocess.Popen(
-        args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        args,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
     )
     assert process.stderr is not None
     log: deque[str] = deque(maxlen=50)

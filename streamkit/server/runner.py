@@ -339,6 +339,7 @@ def run_server(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     max_batch: int | None = None,
     decode_capacity: float | None = None,
+    api_key_source: str | None = None,
 ) -> None:
     """Serve in the foreground until interrupted (``streamkit serve``).
 
@@ -351,6 +352,9 @@ def run_server(
         max_body_bytes: the largest request body accepted (413 beyond).
         max_batch: capacity model: the most completions generating at once (FIFO queue beyond).
         decode_capacity: capacity model: decode tokens per second the running batch shares.
+        api_key_source: where the key came from (``"STREAMKIT_API_KEY"``, ``"--api-key-file
+            PATH"``), named in the banner so a key picked up from the environment is no
+            surprise. The banner, like every message here, never shows the key itself.
 
     Raises:
         UsageError: a non-loopback host without an API key, a limit that is not an integer
@@ -361,7 +365,8 @@ def run_server(
     if not _is_loopback(host) and not api_key:
         raise UsageError(
             f"refusing to serve on {host} without an API key: anyone who can reach this machine "
-            "could use the server. Pass --api-key KEY, or bind to 127.0.0.1."
+            "could use the server. Set STREAMKIT_API_KEY or pass --api-key-file PATH (or "
+            "--api-key KEY, which other users can see in ps), or bind to 127.0.0.1."
         )
     app = _make_app(
         api_key,
@@ -374,7 +379,12 @@ def run_server(
     sock = _bind(host, port)
     bound = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
-    auth = " (API key required)" if api_key else ""
+    if not api_key:
+        auth = ""
+    elif api_key_source:
+        auth = f" (API key required, from {api_key_source})"
+    else:
+        auth = " (API key required)"
     limits = "".join(
         f"; {name} {value}"
         for name, value in (
