@@ -195,6 +195,12 @@ async def list_models(
         raise read_error(exc, base_url.rstrip("/"), "") from exc
     if response.status_code >= 400:
         message, code = error_fields(response.content, response.reason_phrase or "error")
+        if response.status_code == 404:
+            # The model list itself is missing: the classic cause is a base URL without /v1.
+            root = base_url.rstrip("/")
+            guess = "" if root.endswith("/v1") else f": try {root}/v1"
+            message = f"{message} (is base_url the API root? It usually ends in /v1{guess})"
+            code = "unknown_url"
         raise status_error(response.status_code, message, url=url, code=code)
     try:
         payload = response.json()
