@@ -104,6 +104,9 @@ if TYPE_CHECKING:
         View,
         auto_view,
     )
+    from .render.chatbox import (
+        ChatBox,
+    )
     from .render.controls import (
         ControlsPanel,
     )
@@ -112,6 +115,9 @@ if TYPE_CHECKING:
     )
     from .render.delta import (
         DeltaView,
+    )
+    from .render.markdown import (
+        MarkdownView,
     )
     from .render.widget import (
         WidgetView,
@@ -141,6 +147,7 @@ if TYPE_CHECKING:
 
 _LAZY = {
     "AdaptivePolicy": ".batching",
+    "ChatBox": ".render.chatbox",
     "ChatMessage": ".state",
     "ChatState": ".state",
     "ChatTask": ".client",
@@ -156,6 +163,7 @@ _LAZY = {
     "LoadResult": ".load",
     "LoadSpec": ".load",
     "ManagedStream": ".manager",
+    "MarkdownView": ".render.markdown",
     "MetricsCollector": ".metrics",
     "Observer": ".client",
     "Price": ".cost",
@@ -213,6 +221,7 @@ __all__ = [  # noqa: RUF022
     "AdaptivePolicy",
     "AuthError",
     "BadRequestError",
+    "ChatBox",
     "ChatMessage",
     "ChatState",
     "ChatTask",
@@ -232,6 +241,7 @@ __all__ = [  # noqa: RUF022
     "LoadResult",
     "LoadSpec",
     "ManagedStream",
+    "MarkdownView",
     "MetricsCollector",
     "NotFoundError",
     "Observer",

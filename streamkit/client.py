@@ -38,7 +38,7 @@ import openai
 from .endpoint import ModelInfo, choose_model, list_models, resolve_endpoint
 from .errors import StreamCancelled, StreamkitError, UsageError
 from .events import Event, StreamError
-from .render import View, auto_view
+from .render import View, ViewName, named_view
 from .result import StreamResult
 from .resume import Attempt, AttemptFactory, OnInterrupt, resilient_events
 from .retry import RetryPolicy
@@ -62,7 +62,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
-ViewArg = View | Literal["auto", "widget", "console"] | None
+ViewArg = View | ViewName | None
 Prompt = str | Iterable[Mapping[str, Any]]
 
 Transport = Literal["sse", "generic-sse", "fast-sse", "ws"]
@@ -538,8 +538,10 @@ class Client:
 
         Args:
             prompt: the user prompt (or a list of messages; with ``state``, a prompt string).
-            view: ``"auto"`` (a widget in JupyterLab, text elsewhere), ``"widget"``,
-                ``"console"``, a :class:`~streamkit.render.View`, or ``None`` for no display.
+            view: ``"auto"`` (the Markdown widget in JupyterLab, text elsewhere), ``"widget"``
+                or ``"markdown"`` (the Markdown widget), ``"text"`` (the plain-text widget in
+                JupyterLab), ``"console"``, a :class:`~streamkit.render.View`, or ``None`` for
+                no display.
             state: a :class:`ChatState` to update and to take the conversation history from.
             raise_on_error: raise the typed error after showing it (default), or return the
                 failed result instead.
@@ -781,18 +783,8 @@ def _messages(prompt: Prompt) -> list[Mapping[str, Any]]:
 def _resolve_view(view: ViewArg) -> View | None:
     if view is None:
         return None
-    if view == "auto":
-        return auto_view()
-    if view == "widget":
-        from .render import WidgetView
-
-        return WidgetView()
-    if view == "console":
-        from .render import ConsoleView
-
-        return ConsoleView()
     if isinstance(view, str):
-        raise UsageError(f"view={view!r} is unknown: use 'auto', 'widget', 'console' or a View")
+        return named_view(view)
     return view
 
 

@@ -5,8 +5,21 @@
 console, where a frontend can render widgets) and plain text everywhere else: terminals, pipes, CI
 logs, and IPython in a terminal.
 
-:class:`WidgetView` is imported on first use (as are :class:`DeltaView`, :func:`delta_view` and
-:class:`ControlsPanel`), so scripts and the command line never pay for importing ipywidgets.
+The widget is :class:`MarkdownView`: the reply rendered as sanitized Markdown while it streams.
+The plain-text widget is one argument away, by name (:func:`named_view`, and ``view=`` of
+:meth:`streamkit.Client.chat`):
+
+- ``"auto"``: :func:`auto_view` (Markdown in a kernel, text on a console);
+- ``"widget"`` or ``"markdown"``: a :class:`MarkdownView`, wherever it runs. ``"widget"`` means
+  *the* widget, the one ``auto`` shows in JupyterLab, so that ``STREAMKIT_VIEW=widget`` and
+  ``view="widget"`` agree; the plain ``WidgetView`` of earlier releases is a class away;
+- ``"text"``: the plain-text delta widget (:class:`DeltaView`) in a kernel, text on a console
+  (:func:`delta_view`): model output shown exactly as it came, in a ``<pre>``;
+- ``"console"``: a :class:`ConsoleView`.
+
+The widget modules are imported on first use (:class:`WidgetView`, :class:`DeltaView`,
+:class:`MarkdownView`, :func:`delta_view`, :class:`ControlsPanel`), so scripts and the command
+line never pay for importing ipywidgets.
 """
 
 from __future__ import annotations
@@ -22,6 +35,7 @@ from .console import ConsoleView
 if TYPE_CHECKING:
     from .controls import ControlsPanel
     from .delta import DeltaView, delta_view
+    from .markdown import MarkdownView
     from .widget import WidgetView
 
 __all__ = [
@@ -29,14 +43,19 @@ __all__ = [
     "ConsoleView",
     "ControlsPanel",
     "DeltaView",
+    "MarkdownView",
     "View",
+    "ViewName",
     "WidgetView",
     "auto_view",
     "delta_view",
+    "named_view",
     "view_kind",
 ]
 
 ViewKind = Literal["widget", "console"]
+ViewName = Literal["auto", "widget", "markdown", "text", "console"]
+_VIEW_NAMES = ("auto", "widget", "markdown", "text", "console")
 
 ENV_VAR = "STREAMKIT_VIEW"
 """The environment variable that overrides the automatic choice of view."""
@@ -52,6 +71,10 @@ def __getattr__(name: str) -> object:
         from . import delta
 
         return getattr(delta, name)
+    if name == "MarkdownView":
+        from .markdown import MarkdownView
+
+        return MarkdownView
     if name == "ControlsPanel":
         from .controls import ControlsPanel
 
@@ -102,7 +125,11 @@ def view_kind() -> ViewKind:
 
 
 def auto_view(*, max_tokens: int = 4, max_delay: float = 0.05) -> View:
-    """A new view of the kind :func:`view_kind` picks.
+    """A new view of the kind :func:`view_kind` picks: a :class:`MarkdownView` in a Jupyter
+    kernel, a :class:`ConsoleView` elsewhere.
+
+    The Markdown view's adaptive policy then sets the flush settings from the measured token
+    rate and render lag as each stream runs; the console view keeps the settings given.
 
     Args:
         max_tokens: update the screen after this many tokens are waiting.
@@ -112,7 +139,31 @@ def auto_view(*, max_tokens: int = 4, max_delay: float = 0.05) -> View:
         UsageError: ``STREAMKIT_VIEW`` is invalid, or a setting is out of range.
     """
     if view_kind() == "widget":
-        from .widget import WidgetView
+        from .markdown import MarkdownView
 
-        return WidgetView(max_tokens=max_tokens, max_delay=max_delay)
+        return MarkdownView(max_tokens=max_tokens, max_delay=max_delay)
     return ConsoleView(max_tokens=max_tokens, max_delay=max_delay)
+
+
+def named_view(name: str) -> View:
+    """A new view by name: ``auto``, ``widget``, ``markdown``, ``text`` or ``console``.
+
+    The module docstring says what each one is.
+
+    Raises:
+        UsageError: an unknown name (or an invalid ``STREAMKIT_VIEW`` for ``auto``/``text``).
+    """
+    if name == "auto":
+        return auto_view()
+    if name in ("widget", "markdown"):
+        from .markdown import MarkdownView
+
+        return MarkdownView()
+    if name == "text":
+        from .delta import delta_view
+
+        return delta_view()
+    if name == "console":
+        return ConsoleView()
+    choices = ", ".join(repr(n) for n in _VIEW_NAMES)
+    raise UsageError(f"view={name!r} is unknown: use {choices} or a View")

@@ -49,6 +49,7 @@ import html
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeGuard
 
 import anywidget
@@ -84,113 +85,9 @@ class BrowserAck:
 AckCallback = Callable[[BrowserAck], None]
 """What :meth:`DeltaText.on_ack` calls for every acknowledgement."""
 
-_ESM = r"""
-const ACK_EVERY_MS = 500;
-// performance.now() counts from this page's load: the kernel keeps one clock offset per page.
-const PAGE = Math.random().toString(36).slice(2);
-
-function render({ model, el }) {
-  const root = document.createElement("div");
-  root.className = "streamkit-delta";
-  el.appendChild(root);
-  let pre = null;            // where deltas are appended
-  let stream = null;         // the stream whose deltas are shown (null: only `value`)
-  let seq = -1;              // the last delta shown
-  let syncing = false;       // a snapshot was asked for and has not come yet
-  let noted = [];            // [seq, t]: on screen, not acknowledged yet
-  let framed = [];           // appended, waiting for the next frame
-  let frameAsked = false;
-  let ackTimer = null;
-  let lastAck = -Infinity;
-  let ackedStream = null;    // the stream whose first delta was acknowledged
-
-  const showValue = () => {
-    // `value` is the saved snapshot (HTML escaped by the kernel, like ipywidgets.HTML).
-    root.innerHTML = model.get("value");
-    pre = root.querySelector("pre");
-    if (pre === null) {
-      pre = document.createElement("pre");
-      root.appendChild(pre);
-    }
-  };
-  const sendAck = () => {
-    if (ackTimer !== null) clearTimeout(ackTimer);
-    ackTimer = null;
-    if (noted.length === 0) return;
-    lastAck = performance.now();
-    const last = noted[noted.length - 1][0];
-    model.send({ kind: "ack", stream: stream, seq: last, shown: noted, t: lastAck, page: PAGE });
-    noted = [];
-  };
-  const scheduleAck = () => {
-    if (ackTimer !== null) return;
-    // A stream's first delta at once (an early clock sample), then at most every 500 ms.
-    const first = ackedStream !== stream;
-    ackedStream = stream;
-    const wait = first ? 0 : Math.max(0, lastAck + ACK_EVERY_MS - performance.now());
-    ackTimer = setTimeout(sendAck, wait);
-  };
-  const onFrame = () => {
-    frameAsked = false;
-    const t = performance.now();
-    for (const s of framed) noted.push([s, t]);
-    framed = [];
-    scheduleAck();
-  };
-  const markShown = (s) => {
-    framed.push(s);
-    if (frameAsked) return;
-    frameAsked = true;
-    // The next animation frame runs once the new text is laid out, just before it is painted.
-    // A hidden page gets no frames: note the time at once rather than never.
-    if (document.visibilityState === "visible") requestAnimationFrame(onFrame);
-    else setTimeout(onFrame, 0);
-  };
-  const switchStream = (next) => {
-    // What the old stream showed is acknowledged before the new one starts.
-    if (framed.length > 0) onFrame();
-    sendAck();
-    stream = next;
-  };
-  const requestSync = () => {
-    if (syncing) return;
-    syncing = true;
-    model.send({ kind: "sync" });
-  };
-  const onMessage = (msg) => {
-    if (msg.kind === "delta") {
-      if (msg.stream !== stream) {
-        if (msg.seq !== 0) return requestSync();  // joined mid-stream
-        switchStream(msg.stream);
-        seq = -1;
-        pre.textContent = "";
-      }
-      if (msg.seq <= seq) return;  // a snapshot already held it
-      if (msg.seq !== seq + 1) return requestSync();
-      pre.append(msg.text);  // a new text node: O(delta), the old text is not touched
-      seq = msg.seq;
-      markShown(seq);
-    } else if (msg.kind === "snapshot") {
-      syncing = false;
-      if (msg.stream === null) return;
-      if (msg.stream !== stream) switchStream(msg.stream);
-      seq = msg.seq;
-      pre.textContent = msg.text;
-      if (seq >= 0) markShown(seq);  // everything up to seq is on screen from this frame
-    }
-  };
-
-  showValue();
-  model.on("change:value", showValue);
-  model.on("msg:custom", onMessage);
-  return () => {
-    sendAck();
-    model.off("change:value", showValue);
-    model.off("msg:custom", onMessage);
-  };
-}
-export default { render };
-"""
+# The browser side, built from js/src/delta.js (js/build.sh); its delta protocol half
+# (js/src/delta_core.js) is the one the Markdown view bundles too.
+_STATIC = Path(__file__).with_name("static")
 
 _CSS = """
 .streamkit-delta pre {
@@ -216,7 +113,7 @@ class DeltaText(anywidget.AnyWidget):
         chars_sent: characters of delta text sent since the widget was created.
     """
 
-    _esm = _ESM
+    _esm = _STATIC / "delta.js"
     _css = _CSS
     value = traitlets.Unicode("").tag(sync=True)
 
@@ -256,11 +153,12 @@ class DeltaText(anywidget.AnyWidget):
         self._parts = []
         return self._stream
 
-    def append(self, text: str) -> int:
+    def append(self, text: str, extra: dict[str, Any] | None = None) -> int:
         """Send ``text`` to be appended in the browser; returns its sequence number.
 
-        One custom message per call, carrying only ``text``: the cost does not grow with what
-        was sent before.
+        One custom message per call, carrying only ``text`` (and ``extra``, small fields a
+        subclass's browser side reads, e.g. live figures): the cost does not grow with what was
+        sent before.
         """
         if self._stream is None:
             self.begin()
@@ -268,7 +166,10 @@ class DeltaText(anywidget.AnyWidget):
         self._parts.append(text)
         self.messages += 1
         self.chars_sent += len(text)
-        self.send({"kind": "delta", "stream": self._stream, "seq": self._seq, "text": text})
+        message = {"kind": "delta", "stream": self._stream, "seq": self._seq, "text": text}
+        if extra:
+            message.update(extra)
+        self.send(message)
         return self._seq
 
     def on_ack(self, callback: AckCallback) -> None:
@@ -412,7 +313,7 @@ class DeltaView(WidgetView):
         super().__init__(max_tokens=max_tokens, max_delay=max_delay, clock=clock)
         # Swap WidgetView's HTML for the delta widget, keeping the rest of its panel.
         replaced = self.text_widget
-        self.text_widget = DeltaText(value=replaced.value)
+        self.text_widget = self._new_text_widget()
         header_row, _old, status = self.widget.children
         self.widget.children = (header_row, self.text_widget, status)
         replaced.close()
@@ -447,6 +348,20 @@ class DeltaView(WidgetView):
         when a blocking cell held the acknowledgements back."""
         return [ack.ack_lag for ack in self.acks]
 
+    # -- what a subclass with another browser side changes -----------------------------------
+
+    def _new_text_widget(self) -> DeltaText:
+        """The widget that shows the text (a :class:`DeltaText` or a subclass)."""
+        return DeltaText(value=_PRE_OPEN + _PRE_CLOSE)
+
+    def _save_snapshot(self, text: str) -> None:
+        """Keep ``text`` as the widget's saved state: what a saved notebook or a late view shows."""
+        self.text_widget.value = _PRE_OPEN + html.escape(text, quote=False) + _PRE_CLOSE
+
+    def _delta_extra(self) -> dict[str, Any] | None:
+        """Extra fields for the next delta message (None: just the text)."""
+        return None
+
     # -- BufferedView / WidgetView hooks -----------------------------------------------------
 
     def on_event(self, event: Event) -> None:
@@ -468,13 +383,14 @@ class DeltaView(WidgetView):
         if self.adaptive:
             self.policy.apply(self.buffer)
         super()._on_start()
+        self._save_snapshot("")  # a view opened mid-stream must not show the last stream's
 
     def _render(self, new_text: str) -> None:
         now = self.flush_log[-1][0]  # the flush time BufferedView just recorded
         tokens = self._batch_tokens
         first = self._batch_first if tokens else now
         self._batch_tokens = 0
-        seq = self.text_widget.append(new_text)
+        seq = self.text_widget.append(new_text, self._delta_extra())
         self.flushes.append(FlushRecord(seq, tokens, len(new_text), first, now))
         policy = self.policy
         policy.observe_tokens(tokens, now)
@@ -492,16 +408,18 @@ class DeltaView(WidgetView):
             self._acked = -1
             self._seq_base = len(self.flushes)
         super()._on_retry(event)
+        if event.discarded:
+            self._save_snapshot("")
 
     def _on_finish(self, result: StreamResult) -> None:
         # The one snapshot: the whole text, sent once, kept in saved widget state.
-        self.text_widget.value = _PRE_OPEN + html.escape(self.text, quote=False) + _PRE_CLOSE
+        self._save_snapshot(self.text)
         super()._on_finish(result)
 
     def plain_text(self) -> str:
         """The transcript so far plus the status line: what a saved notebook or a log shows."""
         if not self.model and not self.text and not self.streaming:
-            return "DeltaView (no stream yet)"
+            return f"{type(self).__name__} (no stream yet)"
         return super().plain_text()
 
     # -- acknowledgements --------------------------------------------------------------------

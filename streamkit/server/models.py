@@ -29,6 +29,9 @@ class SimModel:
         output_price: USD per 1M completion tokens.
         length_range: inclusive (min, max) completion tokens of a natural-length reply.
         created: the Unix time ``GET /v1/models`` reports; fixed so listings are reproducible.
+        markdown: replies are Markdown documents (headings, lists, a fenced code block, a
+            table, a block quote) instead of plain paragraphs; see
+            :func:`~streamkit.server.textgen.generate`.
     """
 
     id: str
@@ -40,6 +43,7 @@ class SimModel:
     output_price: float
     length_range: tuple[int, int] = (60, 180)
     created: int = 1735689600  # 2025-01-01T00:00:00Z
+    markdown: bool = False
 
     def __post_init__(self) -> None:
         # Fail at definition time: a bad table entry would otherwise surface as a confusing
@@ -84,6 +88,19 @@ MODELS: dict[str, SimModel] = {
             cached_input_price=1.25,
             output_price=10.00,
             length_range=(80, 240),
+        ),
+        # Opt-in Markdown replies, for the Markdown view and the chat box: the other models'
+        # deterministic prose (and every test that reads it) stays as it was.
+        SimModel(
+            id="sim-markdown",
+            ttft=0.25,
+            tokens_per_second=40.0,
+            jitter=0.2,
+            input_price=0.15,
+            cached_input_price=0.075,
+            output_price=0.60,
+            length_range=(220, 360),
+            markdown=True,
         ),
     )
 }

@@ -330,6 +330,9 @@ def generate(prompt: str, seed: int, n_tokens: int | None, model: SimModel) -> l
     target = rng.randint(lo, hi) if n_tokens is None else n_tokens
     if target < 1:
         raise ValueError(f"n_tokens must be >= 1, got {target}")
+    if model.markdown:
+        pieces = _markdown_pieces(prompt, rng, target)
+        return pieces if n_tokens is None else pieces[:n_tokens]
     order = _sentences(prompt, rng)
     pieces: list[str] = []
     in_paragraph = 0
@@ -348,6 +351,100 @@ def generate(prompt: str, seed: int, n_tokens: int | None, model: SimModel) -> l
         pieces.extend(tokenize(sentence))
         in_paragraph += 1
     return pieces if n_tokens is None else pieces[:n_tokens]
+
+
+# Markdown replies (models with ``markdown=True``): the same sentences, set as a document.
+_MD_HEADINGS = ("Key points", "In practice", "A closer look", "What to watch", "Trade-offs")
+_MD_CODE = (
+    (
+        "python",
+        "import streamkit as sk\n\n"
+        "result = await sk.chat(\"Explain streaming\", model=\"sim-large\")\n"
+        "print(result.summary())\n",
+    ),
+    (
+        "python",
+        "def percentile(values, q):\n"
+        "    ordered = sorted(values)\n"
+        "    k = (len(ordered) - 1) * q / 100\n"
+        "    low = int(k)\n"
+        "    high = min(low + 1, len(ordered) - 1)\n"
+        "    return ordered[low] + (ordered[high] - ordered[low]) * (k - low)\n",
+    ),
+    (
+        "bash",
+        "streamkit serve --port 8000 &\n"
+        "curl -N http://127.0.0.1:8000/v1/chat/completions \\\n"
+        "  -H 'Content-Type: application/json' \\\n"
+        "  -d '{\"model\": \"sim-small\", \"stream\": true, \"messages\": []}'\n",
+    ),
+    (
+        "json",
+        '{\n  "model": "sim-small",\n  "stream": true,\n'
+        '  "stream_options": {"include_usage": true}\n}\n',
+    ),
+)
+_MD_ROWS = ("time to first token", "tokens per second", "p99 gap", "retries", "cost per reply")
+
+
+def _emphasise(sentence: str, rng: random.Random) -> str:
+    """Bold one word, or set one as code, so a paragraph has inline markup."""
+    words = sentence.split(" ")
+    candidates = [i for i, w in enumerate(words) if w.isalpha() and len(w) > 5]
+    if not candidates:
+        return sentence
+    i = rng.choice(candidates)
+    words[i] = f"**{words[i]}**" if rng.random() < 0.6 else f"`{words[i].lower()}`"
+    return " ".join(words)
+
+
+def _markdown_pieces(prompt: str, rng: random.Random, target: int) -> list[str]:
+    """A Markdown reply of at least ``target`` pieces, ending at the end of a section.
+
+    A title, then sections dealt in turn: a paragraph, a bulleted list under a heading, a fenced
+    code block, a table, another paragraph, a block quote (at least the first four). The
+    sentences come from the same themes as plain replies.
+    """
+    order = _sentences(prompt, rng)
+    position = 0
+
+    def sentences(k: int) -> list[str]:
+        nonlocal position
+        out = [order[(position + j) % len(order)] for j in range(k)]
+        position += k
+        return out
+
+    title = rng.choice(sorted(_KEYWORDS)).capitalize()
+    pieces = tokenize(f"# {title}, briefly\n\n")
+    kinds = ("paragraph", "list", "code", "table", "paragraph", "quote")
+    section = 0
+    # A natural-length reply holds at least one of each structure (a cut one, what it is told).
+    while len(pieces) < target or section < 4:
+        kind = kinds[section % len(kinds)]
+        heading = _MD_HEADINGS[(section // 2) % len(_MD_HEADINGS)]
+        if kind == "paragraph":
+            block = " ".join(_emphasise(s, rng) for s in sentences(rng.randint(2, 3)))
+        elif kind == "list":
+            items = sentences(rng.randint(3, 4))
+            block = f"## {heading}\n\n" + "\n".join(f"- {_emphasise(s, rng)}" for s in items)
+        elif kind == "code":
+            language, code = _MD_CODE[rng.randrange(len(_MD_CODE))]
+            block = f"```{language}\n{code}```"
+        elif kind == "table":
+            rows = rng.sample(_MD_ROWS, 3)
+            lines = ["| measure | before | after |", "| --- | ---: | ---: |"]
+            for row in rows:
+                before = rng.randint(20, 400)
+                after = max(1, round(before * rng.uniform(0.3, 0.9)))
+                lines.append(f"| {row} | {before} | {after} |")
+            block = "\n".join(lines)
+        else:
+            block = "> " + sentences(1)[0]
+        pieces.extend(tokenize(block + "\n\n"))
+        section += 1
+    while pieces and pieces[-1].strip() == "":
+        pieces.pop()  # no trailing blank line at the end of the reply
+    return pieces
 
 
 def schedule(
