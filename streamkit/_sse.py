@@ -3,8 +3,11 @@
 It follows the WHATWG HTML "server-sent events" parsing rules (lines end in CRLF, LF or CR; a
 blank line dispatches; ``:`` starts a comment; ``data`` lines join with LF; ``event``, ``id`` and
 ``retry`` fields), so bytes may be split anywhere (even between a CR and its LF) and a frame still
-decodes once. OpenAI-style streams (``data: {json}`` LF LF, no CR) take a fast path that never
-splits lines, because this decoder sits on the per-token hot path.
+decodes once. One UTF-8 byte order mark at the very start of the stream is dropped (WHATWG:
+the stream is decoded with "UTF-8 decode", which strips one leading BOM; a second BOM is data),
+even when it arrives split across reads. OpenAI-style streams (``data: {json}`` LF LF, no CR) take
+a fast path that never splits lines, because this decoder sits on the per-token hot path: the
+BOM costs nothing there once the first bytes are in.
 """
 
 from __future__ import annotations
@@ -12,6 +15,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 __all__ = ["SSEDecoder", "ServerSentEvent"]
+
+_BOM = b"\xef\xbb\xbf"
+# What the start of the next chunk may need: nothing, the LF of a CR that ended the last chunk, or
+# (until the stream's first three bytes are in) a byte order mark to drop.
+_NONE, _CR, _START = 0, 1, 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,11 +35,11 @@ class ServerSentEvent:
 class SSEDecoder:
     """Incremental decoder: ``feed(chunk)`` returns the events completed by that chunk."""
 
-    __slots__ = ("_buf", "_data", "_event", "_id", "_pending_cr", "last_event_id", "retry")
+    __slots__ = ("_buf", "_data", "_event", "_head", "_id", "last_event_id", "retry")
 
     def __init__(self) -> None:
         self._buf = b""
-        self._pending_cr = False  # the previous chunk ended in CR: a following LF belongs to it
+        self._head = _START  # the next chunk's start needs a look (see _NONE, _CR, _START)
         self._data: list[bytes] = []
         self._event = ""
         self._id: str | None = None
@@ -42,14 +50,27 @@ class SSEDecoder:
         """Add bytes from the wire; return every event they complete, in order."""
         if not chunk:
             return []
-        if self._pending_cr:
-            self._pending_cr = False
-            if chunk.startswith(b"\n"):
-                chunk = chunk[1:]
+        if self._head:  # one test per chunk, shared by the CR and BOM rules
+            chunk = self._skip(chunk)
+            if not chunk:
+                return []
         buf = self._buf + chunk if self._buf else chunk
         if b"\r" not in buf and not self._data and not self._event and self._id is None:
             return self._feed_lf(buf)
         return self._feed_lines(buf)
+
+    def _skip(self, chunk: bytes) -> bytes:
+        """Drop the LF of a CR split from it, or the stream's leading BOM; return what is left."""
+        if self._head == _CR:
+            self._head = _NONE
+            return chunk[1:] if chunk.startswith(b"\n") else chunk
+        head = self._buf + chunk  # the first bytes of the stream, kept while they may be a BOM
+        if len(head) < len(_BOM) and _BOM.startswith(head):
+            self._buf = head
+            return b""
+        self._head = _NONE
+        self._buf = b""
+        return head[len(_BOM) :] if head.startswith(_BOM) else head
 
     def _feed_lf(self, buf: bytes) -> list[ServerSentEvent]:
         # Fast path: LF-only framing with no half-parsed event waiting.
@@ -97,7 +118,7 @@ class SSEDecoder:
             elif cr == n - 1:
                 # CR at the very end: it ends the line, but a LF may follow in the next chunk.
                 end, nxt = cr, cr + 1
-                self._pending_cr = True
+                self._head = _CR
             else:
                 end = cr
                 nxt = cr + 2 if buf[cr + 1 : cr + 2] == b"\n" else cr + 1

@@ -1,4 +1,5 @@
-"""What every transport shares: HTTP status and httpx2 errors → typed errors, ``Retry-After``.
+"""What every transport shares: HTTP status and httpx2 errors → typed errors, ``Retry-After``,
+the event-stream content type, and the one rule for when a chat stream is complete.
 
 One table maps a status to its :mod:`streamkit.errors` class, so a 429 is a
 :class:`~streamkit.errors.RateLimitError` whether it came as an HTTP response, through the openai
@@ -36,11 +37,14 @@ if TYPE_CHECKING:
     from ..resume import Attempt
 
 __all__ = [
+    "BODY_ENDS",
     "STATUS_CLASSES",
     "ChatChunks",
     "chat_request",
     "describe",
     "error_fields",
+    "is_event_stream",
+    "not_event_stream",
     "parse_retry_after",
     "read_error",
     "retry_after_from_headers",
@@ -57,6 +61,31 @@ STATUS_CLASSES: dict[int, type[APIStatusError]] = {
     429: RateLimitError,
 }
 """Statuses with their own class; other 5xx are :class:`ServerError`, other 4xx the base class."""
+
+
+BODY_ENDS = (StreamInterrupted, ReadTimeout)
+"""The errors that only end a body early: once the reply is complete (see
+:meth:`ChatChunks.end`) a chat stream ends normally instead of raising them."""
+
+
+def is_event_stream(content_type: str | None) -> bool:
+    """Whether a ``Content-Type`` is ``text/event-stream``, parameters aside.
+
+    WHATWG HTML fails an event source whose response has any other type; a MIME type's essence
+    is case-insensitive, and parameters (``; charset=utf-8``, even a bare ``;``) do not change it.
+    """
+    if not content_type:
+        return False
+    return content_type.partition(";")[0].strip().lower() == "text/event-stream"
+
+
+def not_event_stream(url: str, status: int, content_type: str | None) -> ProtocolError:
+    """The error for a successful answer that is not an event stream (the same on every wire)."""
+    return ProtocolError(
+        f"{url} answered {status} with {content_type or 'no content type'}, "
+        "not text/event-stream (is this a streaming endpoint?)",
+        url=url,
+    )
 
 
 def chat_request(
@@ -123,11 +152,12 @@ def status_error(
     if cls is AuthError:
         hint = " (set OPENAI_API_KEY or pass api_key=)"
     elif cls is NotFoundError:
-        hint = (
-            " (list the models with GET /v1/models)"
-            if code == "model_not_found" or "model" in message.lower()
-            else " (check that base_url ends in /v1)"
-        )
+        if code == "unknown_url":
+            hint = ""  # the server (or list_models) already says which URLs exist
+        elif code == "model_not_found" or "model" in message.lower():
+            hint = " (list the models with GET /v1/models)"
+        else:
+            hint = " (check that base_url ends in /v1)"
     elif cls is RateLimitError and retry_after is not None:
         hint = f" (the server asks to wait {retry_after:g} s)"
     return cls(
@@ -219,11 +249,12 @@ def stream_error(error: object, url: str, partial_text: str) -> StreamkitError:
 class ChatChunks:
     """Folds the events of a Chat Completions SSE stream into streamkit events, one at a time.
 
-    Shared by every SSE transport (through the openai SDK or plain httpx2), so the rules live in
-    one place: role-only and empty chunks are not tokens, an ``error`` object mid-stream is a
-    typed error, the usage chunk (empty ``choices``) never raises, and with ids in use a token's
-    SSE id numbers it (a resumed stream continues its indices). It sits on the per-token path:
-    ``jiter`` parses (~1 µs a chunk against ~3.6 µs for ``json``), and nothing builds SDK models.
+    Shared by every SSE transport (through the openai SDK, httpx2 or fast-sse), so the rules live
+    in one place: role-only and empty chunks are not tokens, an ``error`` object mid-stream is a
+    typed error, the usage chunk (empty ``choices``) never raises, with ids in use a token's SSE
+    id numbers it (a resumed stream continues its indices), and :meth:`end` decides whether the
+    body's end completes the reply. It sits on the per-token path: ``jiter`` parses (~1 µs a
+    chunk against ~3.6 µs for ``json``), and nothing builds SDK models.
     """
 
     __slots__ = ("_attempt", "_last_id", "done", "finish_reason", "index", "parts", "url", "usage")
@@ -242,6 +273,11 @@ class ChatChunks:
     def partial_text(self) -> str:
         """The content received so far in this attempt."""
         return "".join(self.parts)
+
+    @property
+    def complete(self) -> bool:
+        """The server said the reply is over: a ``finish_reason`` or ``[DONE]`` arrived."""
+        return self.done or self.finish_reason is not None
 
     def feed(self, sse: ServerSentEvent, now: float) -> TokenDelta | None:
         """Take one SSE event (arrived at ``now``); return the token it carries, if any."""
@@ -293,6 +329,15 @@ class ChatChunks:
 
     def end(self, now: float, *, cut: bool = False) -> StreamEnd:
         """The body ended: the stream's end, or :class:`StreamInterrupted` if it was cut short.
+
+        The rule, the same on every SSE transport: the reply is complete once ``finish_reason``
+        (or ``[DONE]``) has arrived, however the body then ends: with ``[DONE]`` and its blank
+        line, without them, with bytes of an unfinished frame left over, or with the connection
+        dropping or going silent (the transports end the stream here instead of raising those
+        :data:`BODY_ENDS` errors). ``usage`` is the usage chunk's when it arrived whole, else
+        None: a server that ignores ``include_usage`` (llama.cpp) and a body cut in the middle of
+        the usage frame end alike, complete and without usage. A body that ends before either
+        is :class:`StreamInterrupted` with the partial text.
 
         Args:
             now: when the body ended.

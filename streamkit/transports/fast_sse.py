@@ -49,7 +49,6 @@ from .. import __version__
 from .._sse import ServerSentEvent, SSEDecoder
 from ..errors import (
     ConnectError,
-    ProtocolError,
     ReadTimeout,
     StreamInterrupted,
     StreamkitError,
@@ -58,10 +57,13 @@ from ..errors import (
 from ..events import Event, StreamStart
 from ..resume import Attempt
 from ._common import (
+    BODY_ENDS,
     ChatChunks,
     chat_request,
     describe,
     error_fields,
+    is_event_stream,
+    not_event_stream,
     retry_after_from_headers,
     status_error,
 )
@@ -241,7 +243,7 @@ class _Connection(asyncio.Protocol):
         self.headers_done = True
         self.opened_at = _clock()
         headers = self.headers
-        if status < 400 and headers.get("content-type", "").startswith("text/event-stream"):
+        if status < 400 and is_event_stream(headers.get("content-type")):
             decoder = SSEDecoder()
             decoder.last_event_id = self._last_event_id  # WHATWG: kept across reconnects
             self.decoder = decoder
@@ -625,12 +627,7 @@ async def _open(
         )
     if conn.decoder is None:
         pool._discard(conn)
-        kind = conn.headers.get("content-type", "")
-        raise ProtocolError(
-            f"{url} answered {conn.status} with {kind or 'no content type'}, "
-            "not text/event-stream (is this a streaming endpoint?)",
-            url=url,
-        )
+        raise not_event_stream(url, conn.status, conn.headers.get("content-type"))
     return conn
 
 
@@ -721,24 +718,27 @@ async def stream_chat_fast_sse(
     assert decoder is not None
     try:
         feed = chunks.feed
-        batch = await conn.batch()
-        now = _clock()
-        yield StreamStart(sent_at, conn.opened_at or now, model, conn.headers.get("x-request-id"))
-        while batch is not None:
-            for sse in batch:
-                token = feed(sse, now)
-                if token is not None:
-                    yield token
+        try:
             batch = await conn.batch()
             now = _clock()
-        pool._release(conn)  # before the last yield: the consumer may stop at StreamEnd
-        if decoder.close().strip():
-            raise StreamInterrupted(
-                f"the stream from {url} ended mid-frame", url=url, partial_text=chunks.partial_text
+            yield StreamStart(
+                sent_at, conn.opened_at or now, model, conn.headers.get("x-request-id")
             )
-        yield chunks.end(now)
-    except _Failure as failure:
-        raise failure.typed(url, chunks.partial_text) from None
+            while batch is not None:
+                for sse in batch:
+                    token = feed(sse, now)
+                    if token is not None:
+                        yield token
+                batch = await conn.batch()
+                now = _clock()
+            pool._release(conn)  # before the last yield: the consumer may stop at StreamEnd
+        except _Failure as failure:
+            error = failure.typed(url, chunks.partial_text)
+            if not (chunks.complete and isinstance(error, BODY_ENDS)):
+                raise error from None
+            # The reply is complete: a body that then drops or stalls ends it (ChatChunks.end).
+            now = _clock()
+        yield chunks.end(now, cut=bool(decoder.close().strip()))
     finally:
         if not conn.idle:
             pool._discard(conn)  # left early or failed: the rest of the response is unread

@@ -34,8 +34,11 @@ from ..errors import (
 from ..events import Event, StreamStart
 from ..resume import Attempt
 from ._common import (
+    BODY_ENDS,
     ChatChunks,
     describe,
+    is_event_stream,
+    not_event_stream,
     read_error,
     retry_after_from_headers,
     status_error,
@@ -91,21 +94,31 @@ async def stream_chat_completion(
             **kwargs,
         )
         async with manager as response:
+            opened_at = _clock()
+            kind = response.headers.get("content-type")
+            if not is_event_stream(kind):  # as the other transports: only an event stream
+                raise not_event_stream(str(response.http_request.url), response.status_code, kind)
             # The SDK numbers its attempts in a request header; the accepted one tells the retries.
             retries = response.http_request.headers.get("x-stainless-retry-count", "0")
             yield StreamStart(
                 sent_at,
-                _clock(),
+                opened_at,
                 model,
                 response.headers.get("x-request-id"),
                 int(retries) if retries.isdigit() else 0,
             )
-            async for raw in response.http_response.aiter_bytes():
-                now = _clock()  # one read, one arrival time: chunks in it arrived together
-                for sse in decoder.feed(raw):
-                    token = chunks.feed(sse, now)
-                    if token is not None:
-                        yield token
+            try:
+                async for raw in response.http_response.aiter_bytes():
+                    now = _clock()  # one read, one arrival time: chunks in it arrived together
+                    for sse in decoder.feed(raw):
+                        token = chunks.feed(sse, now)
+                        if token is not None:
+                            yield token
+            except httpx2.HTTPError as exc:
+                error = translate_error(exc, url, chunks.partial_text)
+                if not (chunks.complete and isinstance(error, BODY_ENDS)):
+                    raise error from exc
+                # The reply is complete: a body that then drops or stalls ends it (ChatChunks.end).
             yield chunks.end(_clock(), cut=bool(decoder.close().strip()))
     except StreamkitError:
         raise

@@ -32,7 +32,6 @@ import httpx2
 
 from .._sse import ServerSentEvent, SSEDecoder
 from ..errors import (
-    ProtocolError,
     StreamInterrupted,
     StreamkitError,
 )
@@ -40,9 +39,12 @@ from ..events import Event, StreamStart
 from ..resume import Attempt
 from ..retry import RetryPolicy
 from ._common import (
+    BODY_ENDS,
     ChatChunks,
     chat_request,
     error_fields,
+    is_event_stream,
+    not_event_stream,
     read_error,
     retry_after_from_headers,
     status_error,
@@ -63,12 +65,15 @@ class SSEState:
         retry: the server's ``retry:`` reconnection delay, in seconds, once it sends one.
         opened_at: when the last response's headers arrived (``perf_counter``).
         request_id: the last response's ``x-request-id`` header, if any.
+        cut: the last body ended with bytes of an unfinished frame left over (reported here
+            only when the caller asked :func:`iter_sse` not to raise for it).
     """
 
     last_event_id: str | None = None
     retry: float | None = None
     opened_at: float | None = None
     request_id: str | None = None
+    cut: bool = False
 
 
 async def iter_sse(
@@ -80,6 +85,7 @@ async def iter_sse(
     json_body: object = None,
     state: SSEState | None = None,
     partial: list[str] | None = None,
+    allow_cut: bool = False,
 ) -> AsyncIterator[ServerSentEvent]:
     """One request to an event-stream endpoint: its events, as they arrive.
 
@@ -92,12 +98,16 @@ async def iter_sse(
         state: sends its ``last_event_id`` as ``Last-Event-ID`` and is updated as events arrive.
         partial: the text received so far, for the ``partial_text`` of errors (the caller
             appends to it).
+        allow_cut: a body that ends in the middle of a frame sets ``state.cut`` instead of
+            raising, for a caller that decides itself what a cut means (a chat reply that has
+            finished is complete: :meth:`~streamkit.transports._common.ChatChunks.end`).
 
     Raises:
         APIStatusError: the server answered an error status (typed by status, with
             ``retry_after``).
         ProtocolError: the answer is not an event stream.
-        TransportError: the connection failed, timed out or dropped mid-stream.
+        TransportError: the connection failed, timed out or dropped mid-stream (or, unless
+            ``allow_cut``, ended in the middle of a frame).
     """
     state = state if state is not None else SSEState()
     send_headers = {"Accept": "text/event-stream", "Cache-Control": "no-cache", **(headers or {})}
@@ -111,20 +121,17 @@ async def iter_sse(
             state.request_id = response.headers.get("x-request-id")
             if response.status_code >= 400:
                 raise await _error_response(response, url, partial)
-            kind = response.headers.get("content-type", "")
-            if not kind.startswith("text/event-stream"):
-                raise ProtocolError(
-                    f"{url} answered {response.status_code} with {kind or 'no content type'}, "
-                    "not text/event-stream (is this a streaming endpoint?)",
-                    url=url,
-                )
+            kind = response.headers.get("content-type")
+            if not is_event_stream(kind):
+                raise not_event_stream(url, response.status_code, kind)
             async for raw in response.aiter_raw():
                 for sse in decoder.feed(raw):
                     state.last_event_id = sse.id
                     yield sse
                 if decoder.retry is not None:
                     state.retry = decoder.retry / 1000
-            if decoder.close().strip():
+            state.cut = bool(decoder.close().strip())
+            if state.cut and not allow_cut:
                 raise StreamInterrupted(
                     f"the stream from {url} ended mid-frame",
                     url=url,
@@ -279,19 +286,31 @@ async def stream_chat_sse(
     sent_at = _clock()
     started = False
     try:
-        async for sse in iter_sse(
-            client, "POST", url, headers=headers, json_body=body, state=state, partial=chunks.parts
-        ):
-            now = _clock()
-            if not started:
-                started = True
-                yield StreamStart(sent_at, state.opened_at or now, model, state.request_id)
-            token = chunks.feed(sse, now)
-            if token is not None:
-                yield token
+        try:
+            async for sse in iter_sse(
+                client,
+                "POST",
+                url,
+                headers=headers,
+                json_body=body,
+                state=state,
+                partial=chunks.parts,
+                allow_cut=True,
+            ):
+                now = _clock()
+                if not started:
+                    started = True
+                    yield StreamStart(sent_at, state.opened_at or now, model, state.request_id)
+                token = chunks.feed(sse, now)
+                if token is not None:
+                    yield token
+        except BODY_ENDS:
+            if not chunks.complete:
+                raise
+            # The reply is complete: a body that then drops or stalls ends it (ChatChunks.end).
         if not started:  # an empty 200 body: still a stream that opened
             yield StreamStart(sent_at, state.opened_at or _clock(), model, state.request_id)
-        yield chunks.end(_clock())
+        yield chunks.end(_clock(), cut=state.cut)
     finally:
         if attempt is not None and state.retry is not None:
             attempt.reconnect_delay = state.retry
