@@ -19,8 +19,9 @@ seconds from the request's send time (the first attempt's ``StreamStart.sent_at`
 - **N_out** output tokens: ``usage.completion_tokens`` when the server sent usage, else the content
   chunks counted (``output_tokens_source`` says which). vLLM re-tokenizes the text when usage is
   missing; without a tokenizer, a chunk count is the honest fallback (one chunk is one token on
-  most servers). After a retry that resumed mid-stream, the last attempt's usage does not cover
-  the earlier attempts' tokens, so the chunks are counted.
+  most servers). Usage stands after a retry: a resumed stream's usage covers the whole logical
+  stream (the bundled server's protocol), a restarted one's the kept reply. One rule for this and
+  :class:`~streamkit.StreamResult`: :func:`streamkit.result.output_tokens_from`.
 - **TPOT** time per output token after the first: ``(E2E − TTFT) / (N_out − 1)``, defined only for
   ``N_out > 1``; undefined requests are *excluded* from TPOT statistics, never counted as 0.
 - **ITL** inter-token latency: every gap between consecutive content chunks, pooled across
@@ -60,6 +61,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from .errors import APIStatusError, StreamCancelled, StreamkitError, UsageError
 from .events import Event, StreamEnd, StreamError, StreamRetry, StreamStart, TokenDelta, Usage
+from .result import OutputTokensSource, output_tokens_from
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -513,12 +515,11 @@ class RequestRecorder:
         """Arrival times of the chunks of the kept reply (all of them unless a restart)."""
         return self.times[self.kept_from :] if self.kept_from else self.times
 
-    def output_tokens(self) -> tuple[int, Literal["usage", "counted"]]:
-        """N_out and where it came from: the usage chunk, or the kept content chunks counted."""
-        resumed = bool(self.attempt_starts) and self.attempt_starts[-1] > self.kept_from
-        if self.usage is not None and not resumed:
-            return self.usage.completion_tokens, "usage"
-        return len(self.times) - self.kept_from, "counted"
+    def output_tokens(self) -> tuple[int, OutputTokensSource]:
+        """N_out and where it came from: the usage chunk (after a resume too), or the kept
+        content chunks counted; the rule :class:`~streamkit.StreamResult` follows
+        (:func:`~streamkit.result.output_tokens_from`)."""
+        return output_tokens_from(self.usage, len(self.times) - self.kept_from)
 
     def itl(self) -> list[float]:
         """Every gap in seconds between consecutive content chunks of the kept reply."""
@@ -708,7 +709,7 @@ class RequestMetrics:
     e2e: float | None
     itl: list[float]
     output_tokens: int
-    output_tokens_source: Literal["usage", "counted"]
+    output_tokens_source: OutputTokensSource
     prompt_tokens: int | None
     chunks: int
     chars: int

@@ -19,9 +19,30 @@ from typing import Literal
 from .errors import StreamCancelled, StreamkitError
 from .events import Event, StreamEnd, StreamError, StreamRetry, StreamStart, TokenDelta, Usage
 
-__all__ = ["StreamResult", "StreamStatus"]
+__all__ = ["OutputTokensSource", "StreamResult", "StreamStatus", "output_tokens_from"]
 
 StreamStatus = Literal["pending", "streaming", "completed", "stopped", "failed"]
+
+OutputTokensSource = Literal["usage", "counted"]
+"""Where an output-token count came from: the server's usage chunk, or content chunks counted."""
+
+
+def output_tokens_from(usage: Usage | None, counted: int) -> tuple[int, OutputTokensSource]:
+    """N_out and its source: the one rule, for :class:`StreamResult` and the metrics alike.
+
+    ``usage.completion_tokens`` whenever the server sent usage, else ``counted`` (the content
+    chunks of the kept reply). Usage stands after a retry too: after a resume the bundled server
+    reports the whole logical stream, not the last attempt (docs/protocol.md, "SSE ids and
+    resume"; WebSocket ``end`` likewise), and after a restart the kept reply *is* the last
+    attempt.
+
+    Args:
+        usage: the usage the server reported, if any.
+        counted: the content chunks received (kept, after a restart).
+    """
+    if usage is not None:
+        return usage.completion_tokens, "usage"
+    return counted, "counted"
 
 
 # How much text the one-line repr and the HTML table show before cutting it with "…".
@@ -147,9 +168,10 @@ class StreamResult:
         return (self.e2e - self.ttft) / (self.output_tokens - 1)
 
     @property
-    def output_tokens_source(self) -> str:
-        """Where :attr:`output_tokens` came from: ``usage`` or ``counted`` (chunks)."""
-        return "usage" if self.usage else "counted"
+    def output_tokens_source(self) -> OutputTokensSource:
+        """Where :attr:`output_tokens` came from: ``usage`` or ``counted`` (chunks); see
+        :func:`output_tokens_from`, the rule the metrics share."""
+        return output_tokens_from(self.usage, self.chunks)[1]
 
     def to_dict(self) -> dict[str, object]:
         """The request's metrics as JSON-ready values (seconds; None where undefined)."""
@@ -174,8 +196,9 @@ class StreamResult:
 
     @property
     def output_tokens(self) -> int:
-        """Completion tokens: from the usage chunk when present, else the chunks counted."""
-        return self.usage.completion_tokens if self.usage else self.chunks
+        """Completion tokens: from the usage chunk when present (after a resume too), else the
+        chunks counted (:func:`output_tokens_from`)."""
+        return output_tokens_from(self.usage, self.chunks)[0]
 
     @property
     def tokens_per_second(self) -> float | None:

@@ -143,14 +143,14 @@ def test_retried_request_keeps_first_send_and_counts_across_attempts() -> None:
         StreamStart(1.70, 1.71, "sim-small"),
         TokenDelta("c", 2, 1.80),
         TokenDelta("d", 3, 1.85),
-        # The last attempt's usage covers only what it generated: the chunks are counted.
-        StreamEnd("stop", Usage(7, 2, 9), 1.9),
+        # A resumed stream's usage counts the whole logical stream (docs/protocol.md).
+        StreamEnd("stop", Usage(7, 4, 11), 1.9),
     ]
     rec = feed(c.track(), events)
     m = request_metrics(rec)
     assert m.sent_at == 1.0 and m.ttfb == pytest.approx(0.01)
     assert m.ttft == pytest.approx(0.10) and m.e2e == pytest.approx(0.85)
-    assert (m.output_tokens, m.output_tokens_source) == (4, "counted")
+    assert (m.output_tokens, m.output_tokens_source) == (4, "usage")
     assert m.tpot == pytest.approx(0.75 / 3)
     assert m.itl == pytest.approx([0.05, 0.65, 0.05])  # the gap across the retry is kept
     assert m.retries == 1 and m.retry_causes == ("StreamInterrupted",)
