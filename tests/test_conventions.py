@@ -283,3 +283,24 @@ def test_the_balancer_discovers_each_endpoints_model() -> None:
         assert {r["model"] for r in right.requests} == {"right"}
     assert all(r.ok for r in results)
     assert {r.model for r in results} == {"left", "right"}
+
+
+def test_bench_reads_the_sdk_variables() -> None:
+    with foreign_server(api_key="k") as foreign:
+        out = cli(
+            "bench",
+            "--num-requests",
+            "3",
+            "--concurrency",
+            "1",
+            "--max-tokens",
+            "4",
+            "--no-progress",
+            "--json",
+            env={"OPENAI_BASE_URL": foreign.base_url, "OPENAI_API_KEY": "k"},
+        )
+        assert out.returncode == 0, out.stderr
+        assert f"endpoint from $OPENAI_BASE_URL: {foreign.base_url}" in out.stderr
+        assert [r["model"] for r in foreign.requests] == ["foreign-1"] * 3
+        assert {h["authorization"] for h in foreign.headers} == {"Bearer k"}
+    assert json.loads(out.stdout)["completed"] == 3

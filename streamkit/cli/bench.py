@@ -11,18 +11,20 @@ import argparse
 import asyncio
 import json
 import math
-import os
 import sys
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from ..client import Client
+from ..endpoint import resolve_endpoint
 from ..errors import StreamkitError, UsageError
-from ..metrics import SLO
-from ..retry import RetryPolicy
+
+if TYPE_CHECKING:  # loaded when a run starts: `streamkit --help` needs none of it
+    from ..client import Client
+    from ..metrics import SLO
+    from ..retry import RetryPolicy
 
 __all__ = ["add_parser", "api_root", "default_transport", "run"]
 
@@ -331,6 +333,8 @@ def _add_vllm_arguments(bench: argparse.ArgumentParser) -> None:
 
 
 def _goodput(items: Sequence[str] | None) -> SLO | None:
+    from ..metrics import SLO
+
     if not items:
         return None
     limits: dict[str, float] = {}
@@ -558,6 +562,7 @@ async def _bench_run(
     progress: Any,
 ) -> tuple[Any, str | None]:
     from ..balance import LoadBalancer
+    from ..client import Client
     from ..load import run_load
 
     clients = [
@@ -592,6 +597,8 @@ async def _bench_run(
 
 
 async def _discover_one(url: str, api_key: str | None, read_timeout: float) -> str | None:
+    from ..client import Client
+
     async with Client(url, api_key, None, timeout=read_timeout, transport="generic-sse") as client:
         return await _resolve_models([client])
 
@@ -707,6 +714,13 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--workers {args.workers} is invalid: must be 1 or more")
     progress: Any = False if args.no_progress else "auto"
     server = None
+    if not urls and (configured := resolve_endpoint()).base_url is not None:
+        # No endpoint on the command line: the environment's, as the openai SDK would use.
+        urls = [configured.base_url]
+        print(
+            f"streamkit bench: endpoint from ${configured.base_url_from}: {urls[0]}",
+            file=sys.stderr,
+        )
     if not urls:
         from ..server.process import serve_in_subprocess
 
@@ -715,8 +729,13 @@ def run(args: argparse.Namespace) -> int:
         urls = [server.base_url]
     if args.transport is None:
         args.transport = default_transport(urls)
-    api_key = args.api_key or os.environ.get("OPENAI_API_KEY") or ("x" if server else None)
-    model = args.model or ("sim-small" if server else None)
+    # The key and model follow the one precedence (argument > STREAMKIT_* > OPENAI_*); the
+    # bundled simulator gets no key from the environment.
+    env = resolve_endpoint(None if server else urls[0], args.api_key, args.model)
+    api_key = args.api_key or "x" if server else env.api_key
+    model = env.model or ("sim-small" if server else None)
+    from ..retry import RetryPolicy
+
     retry = RetryPolicy(max_attempts=args.max_retries + 1) if args.max_retries else None
     try:
         if distributed:

@@ -17,14 +17,15 @@ import os
 import stat
 import sys
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..client import Client
 from ..endpoint import ENV_API_KEY, ENV_BASE_URL
-from ..render import ConsoleView
-from ..result import StreamResult
-from ..retry import RetryPolicy
 from ._args import non_negative_int, positive_float, positive_int, unit_float
+
+if TYPE_CHECKING:  # loaded when a chat starts: `streamkit --help` needs none of it
+    from ..client import Client
+    from ..render import ConsoleView
+    from ..result import StreamResult
 
 __all__ = ["add_parser", "run"]
 
@@ -125,6 +126,10 @@ def messages(prompt: str, system: str | None) -> list[dict[str, str]]:
 
 def run(args: argparse.Namespace) -> int:
     """Stream the reply; the exit status says how it ended."""
+    from ..client import Client
+    from ..render import ConsoleView
+    from ..retry import RetryPolicy
+
     prompt = read_prompt(args.prompt)
     client = Client(
         args.base_url,
