@@ -23,5 +23,16 @@ fi
 if [ -n "${CI:-}" ]; then
   export STREAMKIT_REQUIRE_BROWSER=1
 fi
+# The quick-start environment, built afresh by the quick-start script alone:
+# tests/test_quickstart_env.py runs every notebook in it, so a notebook that needs more than the
+# quick start installs fails here rather than for a newcomer. pip's cache makes the rebuild cheap.
+rm -rf .venv-quickstart
+python -m venv .venv-quickstart
+(
+  # shellcheck disable=SC1091
+  . .venv-quickstart/bin/activate
+  ./scripts/quickstart.sh --install-only
+)
+export STREAMKIT_QUICKSTART_PYTHON="$PWD/.venv-quickstart/bin/python"
 # Notebooks run top to bottom against the bundled server (offline) under nbval.
 python -m pytest --nbval-lax --nbval-sanitize-with tests/nbval_sanitize.cfg tests notebooks "$@"
