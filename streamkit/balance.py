@@ -63,9 +63,20 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 
 import httpx2
 
-from .client import ChatTask, Client, Prompt, Transport, ViewArg, _ChatRun, _resolve_view
+from .client import (
+    ChatTask,
+    Client,
+    Prompt,
+    Transport,
+    ViewArg,
+    _add_attempt_key,
+    _ChatRun,
+    _messages,
+    _resolve_view,
+)
 from .errors import ConnectError, ServerError, StreamkitError, UsageError
-from .events import Event, StreamRetry, StreamStart, TokenDelta
+from .events import Event, StreamStart
+from .resume import Attempt, AttemptFactory, Move, OnInterrupt, resilient_events
 from .retry import NEVER_RETRIED
 
 if TYPE_CHECKING:
@@ -195,6 +206,17 @@ class LoadBalancer:
         api_key: the key of clients made from URLs (default ``OPENAI_API_KEY``).
         transport: the transport of clients made from URLs.
         health_timeout: seconds a probe may take before it counts as failed.
+        equivalent: which endpoints regenerate the same stream for the same request, so a
+            stream cut on one is resumed exactly on another (after the last token received,
+            with its ``Last-Event-ID``): True for all of them (bundled simulators; replicas of
+            one model with deterministic decoding, given a ``seed``), a list of groups of
+            endpoint names (``[["a", "b"], ["c"]]``), or False (the default: no two are). Only
+            endpoints asked for the same model count as equivalent.
+        on_interrupt: ``on_interrupt`` of the clients made from URLs: after the first token,
+            ``"restart"`` lets a stream start over on a non-equivalent endpoint (the retry says
+            how many tokens it discarded); ``"raise"`` keeps it where its text came from.
+        resume: ``resume`` of the clients made from URLs (False ignores event ids: a cut
+            stream can then only be restarted, on any endpoint).
 
     Attributes:
         model: the model asked for when a call names none (``model=``); None leaves it to
@@ -221,12 +243,15 @@ class LoadBalancer:
         api_key: str | None = None,
         transport: Transport = "sse",
         health_timeout: float = 2.0,
+        equivalent: bool | Sequence[Sequence[str]] = False,
+        on_interrupt: OnInterrupt = "raise",
+        resume: bool = True,
     ) -> None:
         if strategy not in _STRATEGIES:
             raise UsageError(
                 f"strategy={strategy!r} is invalid: use 'round_robin' or 'least_outstanding'"
             )
-        for name, flag in (("sticky", sticky), ("failover", failover)):
+        for name, flag in (("sticky", sticky), ("failover", failover), ("resume", resume)):
             if not isinstance(flag, bool):
                 raise UsageError(f"{name}={flag!r} is invalid: must be True or False")
         for name, seconds in (
@@ -257,7 +282,14 @@ class LoadBalancer:
             if isinstance(value, Client):
                 client, owned = value, False
             elif isinstance(value, str):
-                client = Client(value, api_key=api_key, model=model, transport=transport)
+                client = Client(
+                    value,
+                    api_key=api_key,
+                    model=model,
+                    transport=transport,
+                    on_interrupt=on_interrupt,
+                    resume=resume,
+                )
                 owned = True
             else:
                 raise UsageError(
@@ -275,6 +307,7 @@ class LoadBalancer:
         self.model = model
         # For labels (a load run's target, an error's url): the endpoints' roots, not one URL.
         self.base_url = ", ".join(ep.client.base_url for ep in self._endpoints)
+        self._groups = _groups(equivalent, [ep.name for ep in self._endpoints])
         self._lock = threading.Lock()
         self._next = 0  # where the next round-robin scan starts
         self._pins: OrderedDict[str, _Endpoint] = OrderedDict()
@@ -302,8 +335,13 @@ class LoadBalancer:
     async def events(
         self, prompt: Prompt, *, conversation_id: str | None = None, **request: Any
     ) -> AsyncIterator[Event]:
-        """Stream one chat completion from an endpoint the balancer picks, failing over before
-        the first token.
+        """Stream one chat completion from an endpoint the balancer picks, moving it to another
+        endpoint when its own fails (see the module docstring's *Failover*).
+
+        The request is retried by one loop (:func:`~streamkit.resume.resilient_events`) with the
+        settings of the client of the endpoint that takes its first attempt (``retry``,
+        ``on_interrupt``, ``resume``, timeouts); the balancer tells that loop where each next
+        attempt goes.
 
         Args:
             prompt: a user prompt, or a list of OpenAI chat messages.
@@ -313,8 +351,8 @@ class LoadBalancer:
 
         Yields:
             The endpoint client's events, each StreamStart naming its endpoint; a
-            :class:`~streamkit.events.StreamRetry` (delay 0) and a new StreamStart when an
-            attempt fails over to another endpoint.
+            :class:`~streamkit.events.StreamRetry` and a new StreamStart before each further
+            attempt, on the same endpoint or another.
 
         Raises:
             NoHealthyEndpointError: every endpoint is out.
@@ -323,99 +361,30 @@ class LoadBalancer:
         self._start_health()
         if self.model is not None and request.get("model") is None:
             request["model"] = self.model
-        key = conversation_id if self.sticky else None
-        tried: set[_Endpoint] = set()
-        failovers = 0
-        retries = 0  # StreamRetry events yielded so far: the failed attempt's number is one more
+        route = _Route(self, prompt, conversation_id if self.sticky else None, request)
         with self._lock:
-            endpoint = self._pick(key, tried)
+            endpoint = self._pick(route.sticky_key, set())
         if endpoint is None:
             raise self._none_healthy()
-        while True:
-            tried.add(endpoint)
-            failed: StreamkitError | None = None
-            target: _Endpoint | None = None
-            with self._lock:
-                endpoint.outstanding += 1
-                endpoint.requests += 1
-            try:
-                stream = endpoint.client.events(prompt, **request)
-                try:
-                    content = False
-                    try:
-                        async for event in stream:
-                            if type(event) is TokenDelta:
-                                content = True
-                                yield event
-                                break
-                            if type(event) is StreamStart:
-                                self._succeeded(endpoint)
-                                yield _named(event, endpoint.name)
-                            elif type(event) is StreamRetry:
-                                cause = event.error
-                                self._request_failed(endpoint, cause)
-                                target = self._failover_target(key, tried, cause, failovers)
-                                if target is not None:
-                                    failed = cause
-                                    break  # instead of the client's retry on the same server
-                                retries += 1
-                                yield event
-                            else:
-                                yield event
-                    except StreamkitError as exc:
-                        self._request_failed(endpoint, exc)
-                        target = self._failover_target(key, tried, exc, failovers)
-                        if target is None:
-                            raise
-                        failed = exc
-                    if content:
-                        # Past the first token: this server's stream or nothing. The token path
-                        # is one type check and a yield.
-                        try:
-                            async for event in stream:
-                                if type(event) is TokenDelta:
-                                    yield event
-                                elif type(event) is StreamStart:
-                                    self._succeeded(endpoint)
-                                    yield _named(event, endpoint.name)
-                                else:
-                                    if type(event) is StreamRetry:
-                                        self._request_failed(endpoint, event.error)
-                                    yield event
-                        except StreamkitError as exc:
-                            self._request_failed(endpoint, exc)
-                            raise
-                        return
-                    if failed is None:
-                        return  # ended before any content (an empty reply)
-                finally:
-                    await stream.aclose()  # type: ignore[attr-defined]  # an async generator
-            finally:
-                with self._lock:
-                    endpoint.outstanding -= 1
-            assert target is not None
-            failovers += 1
-            with self._lock:
-                endpoint.failovers_from += 1
-            log.info(
-                "failover from %s to %s: %s: %s",
-                endpoint.name,
-                target.name,
-                failed.kind,
-                failed.message,
-            )
-            yield StreamRetry(
-                failed,
-                retries + 1,
-                0.0,
-                None,
-                time.perf_counter(),
-                0,
-                self.max_failovers + 1,
-                failovers,
-            )
-            retries += 1
-            endpoint = target
+        client = endpoint.client
+        idle = client.idle_timeout
+        if idle is None and client.transport == "ws":
+            idle = client.timeout  # as Client.events: a WebSocket has no read timeout
+        stream = resilient_events(
+            route.factory(endpoint),
+            policy=client.retry,
+            on_interrupt=client.on_interrupt,
+            first_token_timeout=client.first_token_timeout,
+            idle_timeout=idle,
+            resume=client.resume,
+            key=route.key,
+            failover=route if self.failover else None,
+        )
+        try:
+            async for event in stream:
+                yield event
+        finally:
+            await stream.aclose()  # type: ignore[attr-defined]  # an async generator
 
     async def chat(
         self,
@@ -546,19 +515,13 @@ class LoadBalancer:
         if len(self._pins) > _MAX_PINS:
             self._pins.popitem(last=False)
 
-    def _failover_target(
-        self, key: str | None, tried: set[_Endpoint], error: StreamkitError, failovers: int
-    ) -> _Endpoint | None:
-        """Where a request that failed before its first token goes next, or None to stay."""
-        if not self.failover or failovers >= self.max_failovers:
-            return None
-        if not error.retryable or isinstance(error, NEVER_RETRIED):
-            return None
-        with self._lock:
-            target = self._choose(tried)
-            if target is not None and key is not None:
-                self._pin(key, target)
-            return target
+    def _equivalent(self, a: _Endpoint, b: _Endpoint, model: str | None) -> bool:
+        """Whether ``b`` regenerates the stream ``a`` was serving (same group, same model)."""
+        group = self._groups.get(a.name)
+        if group is None or group != self._groups.get(b.name):
+            return False
+        model_a = model or a.client.model
+        return model_a is not None and model_a == (model or b.client.model)
 
     def _none_healthy(self) -> NoHealthyEndpointError:
         with self._lock:
@@ -651,6 +614,155 @@ class LoadBalancer:
             self._failed(endpoint, f"health probe: GET /models answered {response.status_code}")
         else:
             self._succeeded(endpoint)
+
+
+class _Route:
+    """One request's way across endpoints: opens each attempt on an endpoint, and answers the
+    retry loop's question "where does the next attempt go?" (a
+    :class:`~streamkit.resume.Failover`).
+
+    The request is prepared once, so every endpoint gets the same logical request: the same
+    messages, parameters and ``attempt_key``.
+    """
+
+    def __init__(
+        self, lb: LoadBalancer, prompt: Prompt, sticky_key: str | None, request: dict[str, Any]
+    ) -> None:
+        self.lb = lb
+        self.sticky_key = sticky_key
+        self.messages = _messages(prompt)
+        request = dict(request)
+        self.key = _add_attempt_key(request)  # one key, whichever endpoint serves an attempt
+        self.model: str | None = request.pop("model", None)
+        self.max_tokens: int | None = request.pop("max_tokens", None)
+        self.seed: int | None = request.pop("seed", None)
+        self.temperature: float | None = request.pop("temperature", None)
+        self.extra_body: Mapping[str, Any] | None = request.pop("extra_body", None)
+        self.params = request
+        self.tried: set[_Endpoint] = set()
+        self.moves = 0
+        self.current: _Endpoint | None = None  # the endpoint of the latest attempt
+        self._openers: dict[_Endpoint, AttemptFactory] = {}
+
+    def factory(self, endpoint: _Endpoint) -> AttemptFactory:
+        """Opens attempts of this request on ``endpoint``."""
+
+        def open_attempt(attempt: Attempt) -> AsyncIterator[Event]:
+            return self._attempt(endpoint, attempt)
+
+        return open_attempt
+
+    async def _attempt(self, endpoint: _Endpoint, attempt: Attempt) -> AsyncIterator[Event]:
+        lb = self.lb
+        self.current = endpoint
+        self.tried.add(endpoint)
+        with lb._lock:
+            endpoint.outstanding += 1
+            endpoint.requests += 1
+        try:
+            try:
+                opener = self._openers.get(endpoint)
+                if opener is None:
+                    opener = self._openers[endpoint] = await self._opener(endpoint.client)
+                stream = opener(attempt)
+                try:
+                    async for event in stream:
+                        if type(event) is StreamStart:
+                            lb._succeeded(endpoint)
+                            event = _named(event, endpoint.name)
+                        yield event
+                finally:
+                    await stream.aclose()  # type: ignore[attr-defined]  # an async generator
+            except StreamkitError as exc:
+                lb._request_failed(endpoint, exc)
+                raise
+        finally:
+            with lb._lock:
+                endpoint.outstanding -= 1
+
+    async def _opener(self, client: Client) -> AttemptFactory:
+        # What Client.events does before its retry loop, on this endpoint's client.
+        model = self.model or await client.resolve_model()
+        body = client._request(
+            model, self.max_tokens, self.seed, self.temperature, self.extra_body, self.params
+        )
+        del body["model"]
+        return client._factory(model, self.messages, body)
+
+    def __call__(
+        self,
+        error: StreamkitError,
+        attempt: Attempt,
+        *,
+        tokens: int,
+        can_resume: bool,
+        can_restart: bool,
+    ) -> Move | None:
+        lb = self.lb
+        failed = self.current
+        if failed is None or self.moves >= lb.max_failovers:
+            return None
+        if not error.retryable or isinstance(error, NEVER_RETRIED):
+            return None
+        resume = False
+        with lb._lock:
+            if not tokens:
+                # Nothing shown yet: any healthy endpoint not tried may start it afresh.
+                target = lb._choose(self.tried)
+            else:
+                target = None
+                if can_resume:
+                    others = {
+                        ep for ep in lb._endpoints if not lb._equivalent(failed, ep, self.model)
+                    }
+                    target = lb._choose(self.tried | others)
+                    resume = target is not None
+                down = isinstance(error, ConnectError | ServerError) or not failed.healthy
+                if target is None and can_restart and (down or not can_resume):
+                    # Start over elsewhere, rather than wait for a server that is down (or
+                    # that could only restart the stream too).
+                    target = lb._choose(self.tried)
+            if target is None:
+                return None
+            if self.sticky_key is not None:
+                lb._pin(self.sticky_key, target)
+            failed.failovers_from += 1
+        self.moves += 1
+        log.info(
+            "failover from %s to %s after %d tokens (%s): %s: %s",
+            failed.name,
+            target.name,
+            tokens,
+            "resuming" if resume else "starting over" if tokens else "starting",
+            error.kind,
+            error.message,
+        )
+        return Move(self.factory(target), resume)
+
+
+def _groups(equivalent: object, names: list[str]) -> dict[str, int]:
+    """``equivalent=`` as a group number per endpoint name (endpoints in no group are absent)."""
+    if isinstance(equivalent, bool):
+        return dict.fromkeys(names, 0) if equivalent else {}
+    bad = UsageError(
+        f"equivalent={equivalent!r} is invalid: pass True, False, or a list of groups of "
+        f"endpoint names (the names are {', '.join(names)})"
+    )
+    if isinstance(equivalent, str | bytes) or not isinstance(equivalent, Sequence):
+        raise bad
+    groups: dict[str, int] = {}
+    for number, group in enumerate(equivalent):
+        if isinstance(group, str | bytes) or not isinstance(group, Sequence):
+            raise bad
+        for name in group:
+            if name not in names:
+                raise UsageError(
+                    f"equivalent names endpoint {name!r}, which is not one of {', '.join(names)}"
+                )
+            if name in groups:
+                raise UsageError(f"equivalent puts endpoint {name!r} in two groups")
+            groups[name] = number
+    return groups
 
 
 def _named(start: StreamStart, name: str) -> StreamStart:

@@ -25,6 +25,16 @@ Between attempts it emits a :class:`~streamkit.events.StreamRetry` (cause, attem
 ``resume_after``) and sleeps the :class:`~streamkit.retry.RetryPolicy`'s delay. The clock and the
 sleep are injectable, so the loop is tested without waiting.
 
+**Moving** to another place (an endpoint of a :class:`~streamkit.balance.LoadBalancer`) is a
+policy of this same loop, not a loop of its own: a ``failover`` callback is asked after every failed
+attempt where the next one should go. It answers with a :class:`Move` (another attempt factory,
+and whether that place regenerates the same stream, so the next attempt resumes there after the
+last kept token with the same ``Last-Event-ID``) or None (the loop retries where it was, as
+above). A move takes no backoff (another server is not the one that just failed) and counts in
+the streak; the failover keeps its own limit on how often one stream moves. A move that starts
+over is only taken with ``on_interrupt="restart"`` once text was shown, and is a
+:class:`~streamkit.events.StreamRetry` with ``discarded`` set, as a restart in place is.
+
 The policy's limits count a *streak*: failed attempts in a row without progress, and the time
 since the streak began. An attempt that resumed and delivered new tokens made progress and starts
 a new streak, so a long reply survives any number of separate drops (a five-minute stream that
@@ -39,13 +49,13 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 from .errors import FirstTokenTimeout, IdleTimeout, ProtocolError, ReadTimeout, StreamkitError
 from .events import Event, StreamEnd, StreamRetry, TokenDelta
 from .retry import RetryPolicy
 
-__all__ = ["Attempt", "AttemptFactory", "OnInterrupt", "resilient_events"]
+__all__ = ["Attempt", "AttemptFactory", "Failover", "Move", "OnInterrupt", "resilient_events"]
 
 OnInterrupt = Literal["raise", "restart"]
 """What to do when a stream without event ids fails after its first token."""
@@ -95,6 +105,50 @@ AttemptFactory = Callable[[Attempt], AsyncIterator[Event]]
 typed :class:`~streamkit.errors.StreamkitError` (closing the iterator closes the connection)."""
 
 
+@dataclass(frozen=True, slots=True)
+class Move:
+    """Where a failed stream's next attempt goes instead of the place that failed.
+
+    Attributes:
+        factory: opens the attempts at the new place (e.g. another endpoint's transport).
+        resume: True when the new place regenerates the same stream for the same request (a
+            replica with the same model and deterministic decoding): the next attempt continues
+            after the last kept token. False starts over there; the tokens kept so far are
+            discarded, and counted in the :class:`~streamkit.events.StreamRetry`.
+    """
+
+    factory: AttemptFactory
+    resume: bool
+
+
+class Failover(Protocol):
+    """Asked after every failed attempt where the next one goes (see :func:`resilient_events`)."""
+
+    def __call__(
+        self,
+        error: StreamkitError,
+        attempt: Attempt,
+        *,
+        tokens: int,
+        can_resume: bool,
+        can_restart: bool,
+    ) -> Move | None:
+        """Choose the next attempt's place.
+
+        Args:
+            error: why ``attempt`` failed.
+            attempt: the attempt that failed.
+            tokens: tokens kept so far (0: nothing shown, so any place may start afresh).
+            can_resume: the stream can be continued after its last kept token (the server
+                numbered its tokens, and ``resume`` is on), by a place that regenerates it.
+            can_restart: shown text may be discarded to start over (``on_interrupt="restart"``).
+
+        Returns:
+            A :class:`Move`, or None to retry where the stream was (under the retry policy).
+        """
+        ...
+
+
 async def resilient_events(
     factory: AttemptFactory,
     *,
@@ -106,6 +160,7 @@ async def resilient_events(
     key: str | None = None,
     clock: Callable[[], float] = time.perf_counter,
     sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+    failover: Failover | None = None,
 ) -> AsyncIterator[Event]:
     """Yield one stream's events across as many attempts as ``policy`` allows.
 
@@ -121,6 +176,8 @@ async def resilient_events(
         key: the attempt key, passed to every attempt.
         clock: the clock for elapsed time and timeouts (``time.perf_counter``).
         sleep: how to wait between attempts (``asyncio.sleep``).
+        failover: asked after each failed attempt whether the next goes elsewhere (a
+            :class:`Move`, taken at once, outside the policy's backoff) or stays (None).
 
     Raises:
         StreamkitError: the last attempt's error, once no retry is left or allowed; its
@@ -170,17 +227,35 @@ async def resilient_events(
             return  # the transport ended without an end event; it raises when that is wrong
 
         can_resume = resume and last_id is not None
-        if kept and not can_resume and on_interrupt == "raise":
+        can_restart = on_interrupt == "restart"
+        move = None
+        if failover is not None:
+            move = failover(
+                error,
+                attempt,
+                tokens=len(kept),
+                can_resume=can_resume,
+                can_restart=can_restart,
+            )
+            if move is not None and kept and not ((move.resume and can_resume) or can_restart):
+                move = None  # it would throw shown text away, which on_interrupt forbids
+        if move is None and kept and not can_resume and not can_restart:
             raise _with_text(error, kept)
         if can_resume and len(kept) > kept_before:
             failures, started = 0, clock()  # progress: a new streak begins with this failure
         failures += 1
-        elapsed = clock() - started
-        wait = policy.next_delay(error, failures, elapsed, retry_after=attempt.reconnect_delay)
+        if move is not None:
+            factory = move.factory
+            wait: float | None = 0.0  # another place: nothing to wait for
+            keep = can_resume and move.resume
+        else:
+            elapsed = clock() - started
+            wait = policy.next_delay(error, failures, elapsed, retry_after=attempt.reconnect_delay)
+            keep = can_resume
         if wait is None:
             raise _with_text(error, kept)
         discarded = 0
-        if kept and can_resume:
+        if kept and keep:
             resume_after = len(kept) - 1
         else:
             discarded = len(kept)
