@@ -807,7 +807,10 @@ def run_sync(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
 
     def target() -> None:
         try:
-            outcome["value"] = asyncio.run(main())
+            # A Runner, as asyncio.run is in 3.11, but one nest_asyncio leaves alone: its
+            # asyncio.run never closes the thread's loop (a loop and its sockets left per call).
+            with asyncio.Runner() as runner:
+                outcome["value"] = runner.run(main())
         except BaseException as exc:  # handed to the caller's thread below
             outcome["error"] = exc
         finally:
