@@ -5,12 +5,22 @@
 // One self-contained ES module each: anywidget imports a widget's module from a blob URL, so it
 // cannot import anything else, and nothing is fetched at run time (Binder and CI are offline).
 import { build } from "esbuild";
-import { copyFileSync, existsSync, readFileSync, writeFileSync } from "node:fs";
+import { createHash } from "node:crypto";
+import { copyFileSync, existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const out = join(here, "..", "streamkit", "render", "static");
+
+// The sources' digest goes into each bundle's first line, so a test can tell a stale bundle
+// without Node (tests/test_markdown_view.py computes the same digest).
+const digest = createHash("sha256");
+for (const name of readdirSync(join(here, "src")).sort()) {
+  digest.update(name + "\0" + readFileSync(join(here, "src", name), "utf8") + "\0");
+}
+digest.update(readFileSync(join(here, "package-lock.json"), "utf8"));
+const banner = `// streamkit: built by js/build.mjs from js/src, sources sha256 ${digest.digest("hex")}`;
 
 const result = await build({
   entryPoints: [join(here, "src", "delta.js"), join(here, "src", "markdown.js")],
@@ -21,6 +31,7 @@ const result = await build({
   minify: true,
   legalComments: "none",  // collected below into THIRD_PARTY_LICENSES.txt
   metafile: true,
+  banner: { js: banner },
   logLevel: "info",
 });
 copyFileSync(join(here, "src", "markdown.css"), join(out, "markdown.css"));

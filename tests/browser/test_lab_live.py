@@ -71,15 +71,20 @@ CONTROL_CELLS = [
     'ipywidgets.HTML(f"<pre>{html.escape(result.text)}</pre>")',
 ]
 
-# The in-page sampler: every `every` ms, the text length of the widget <pre> in code cell `index`
+# Where a view's text is, whatever the view: the rendered body of the Markdown view (the default
+# in JupyterLab), else the <pre> of the plain-text views (an ipywidgets.HTML, or a DeltaText).
+# CSS picks the first match in page order, and the Markdown body comes before its code blocks.
+VIEW_TEXT_SELECTOR = ".streamkit-md-body, .widget-html-content pre, .streamkit-delta pre"
+
+# The in-page sampler: every `every` ms, the text length of the view in code cell `index`
 # (-1 while there is none) and whether that cell's prompt says it is running ("[*]:").
 SAMPLER_JS = """
-({index, every}) => {
+({index, every, selector}) => {
   const t0 = performance.now();
   const samples = [];
   const probe = () => {
     const cell = document.querySelectorAll('.jp-Notebook .jp-CodeCell')[index];
-    const pre = cell ? cell.querySelector('.jp-OutputArea .widget-html-content pre') : null;
+    const pre = cell ? cell.querySelector(selector) : null;
     const prompt = cell ? cell.querySelector('.jp-InputPrompt') : null;
     const busy = prompt ? prompt.textContent.includes('*') : false;
     samples.push([performance.now() - t0, pre ? pre.textContent.length : -1, busy]);
@@ -352,7 +357,7 @@ def _stream_and_sample(page: Page, lab: Lab, notebook: str, screenshot: Path | N
     _open(page, lab, notebook)
     _run_cell(page, 0)
     _wait_done(page, 0)
-    page.evaluate(SAMPLER_JS, {"index": 1, "every": SAMPLE_MS})
+    page.evaluate(SAMPLER_JS, {"index": 1, "every": SAMPLE_MS, "selector": VIEW_TEXT_SELECTOR})
     _run_cell(page, 1)
     if screenshot is not None:
         # Mid-stream: some text is there and the cell still runs.

@@ -110,7 +110,7 @@ EXPECTATIONS: dict[str, Expect] = {
 # [*], text length of each .streamkit-view (-1 without its <pre>), points per trace of each
 # FigureWidget (null before plotly drew it)].
 SAMPLER_JS = """
-({every}) => {
+({every, selector}) => {
   const t0 = performance.now();
   let last = t0;
   const samples = [];
@@ -127,7 +127,7 @@ SAMPLER_JS = """
     const prompts = document.querySelectorAll('.jp-Notebook .jp-CodeCell .jp-InputPrompt');
     const busy = [...prompts].some(p => p.textContent.includes('*'));
     const texts = [...document.querySelectorAll('.jp-Notebook .streamkit-view')].map(view => {
-      const pre = view.querySelector('pre');
+      const pre = view.querySelector(selector);  // the Markdown body, or a plain view's <pre>
       return pre ? pre.textContent.length : -1;
     });
     const points = figureElements().map(
@@ -223,7 +223,7 @@ def _run_all(
     started = time.monotonic()
     _open(page, lab, notebook)
     opened = time.monotonic()
-    page.evaluate(SAMPLER_JS, {"every": SAMPLE_MS})
+    page.evaluate(SAMPLER_JS, {"every": SAMPLE_MS, "selector": text_check.VIEW_TEXT_SELECTOR})
     page.get_by_role("menuitem", name="Run", exact=True).click()
     page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
     page.wait_for_function(RUNNING_JS, polling=100, timeout=30_000)
