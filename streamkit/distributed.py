@@ -29,8 +29,19 @@ real cluster, start a scheduler and workers, each with ``pip install 'streamkit[
     dask worker tcp://10.0.0.2:8786 --nworkers 1 --nthreads 1    # on each load machine
 
 and pass ``dask_client="tcp://10.0.0.2:8786"`` (or a ``distributed.Client`` you made; it is left
-open). Shard ``i`` is placed on the ``i``-th worker, one shard per worker; if a worker dies, Dask
-runs its shard again elsewhere (that worker's partial run is lost).
+open). Shard ``i`` is placed on the ``i``-th worker, one shard per worker.
+
+**A worker that dies.** Dask runs its shard again, from the start, elsewhere (or on the same
+worker restarted under a new address), and returns only that run's result: the requests the dead
+attempt had sent reached the server, and the run had less concurrency than the spec while the
+shard was missing. Each run of a shard draws a random attempt token and reports under it (the
+progress events below carry it, with the logs of the requests it has finished), so two tokens for
+one shard mean a re-run: the result warns with how many requests were sent again and how long
+the load was below the spec, every request carries its ``shard`` and ``shard_attempt`` (1, 2…),
+and ``on_rerun`` says what happens to the dead attempt's finished requests: ``"keep"`` them (what
+the server saw; a request may then appear twice) or ``"drop"`` them (one row per request of the
+spec). The finished logs travel twice, once in the events and once in the result, which costs
+the scheduler about their size in memory while the run lasts.
 
 **The target must be reachable from every worker.** The bundled server binds loopback, which
 the workers of a ``LocalCluster`` share; for a real cluster start it on a reachable address, which
@@ -47,7 +58,7 @@ sends from different machines line up. Per-request intervals (TTFT, TPOT, ITL, E
 measured on one clock and are never affected.
 
 **Progress.** The bar counts finished requests as they finish: each worker logs a Dask event
-(``Worker.log_event``, at most 10 a second) when its count changes, the scheduler pushes it to
+(``Worker.log_event``, at most 10 a second) when its counts change, the scheduler pushes it to
 this client (``Client.subscribe_topic``), and the calling thread redraws the bar four times a
 second. A shard that ends also completes its share.
 """
@@ -55,13 +66,14 @@ second. A shard that ends also completes its share.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 import pickle
 import threading
 import time
 import uuid
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from .client import Client, Transport
 from .errors import UsageError
@@ -118,13 +130,19 @@ def run_shard(
         <streamkit.metrics.RequestRecorder.to_record>`), the clock ``offset``
         (``time.time() − time.perf_counter()``), ``finished_at`` (``perf_counter`` at the end),
         the run's ``wall_seconds``, ``client_cpu_seconds``, ``loop_lag``, ``scheduled_rate``,
-        ``warnings``, and the ``worker`` address.
+        ``warnings``, the ``worker`` address, this run's random ``attempt`` token and its
+        ``started_wall`` (``time.time()`` at the start).
     """
-    offset = time.time() - time.perf_counter()
+    started_wall = time.time()
+    offset = started_wall - time.perf_counter()
+    # Dask may run this task again (its worker died): each run reports under its own token.
+    attempt = uuid.uuid4().hex[:12]
     worker = _current_worker()
     collector = MetricsCollector()
     if topic is not None and worker is not None:
-        collector.subscribe(_progress_reporter(collector, worker, topic, index))
+        reporter = _ShardReporter(collector, worker, topic, index, attempt, offset)
+        collector.subscribe(reporter)
+        reporter.send()  # a first sign of life, before any request
     key = api_key.value if api_key is not None else None
     client = Client(base_url, key, model, transport=transport)
 
@@ -144,6 +162,8 @@ def run_shard(
         "scheduled_rate": result.scheduled_rate,
         "warnings": list(result.warnings),
         "worker": worker.address if worker is not None else "",
+        "attempt": attempt,
+        "started_wall": started_wall,
     }
 
 
@@ -163,33 +183,97 @@ def _current_worker() -> Any:
         return None
 
 
-def _progress_reporter(collector: MetricsCollector, worker: Any, topic: str, index: int) -> Any:
-    """A collector listener that logs the finished count as a Dask event, at most 10 a second.
+class _ShardReporter:
+    """A collector listener that logs progress as a Dask event, at most 10 a second.
 
-    It runs on the shard's event loop; ``Worker.log_event`` hands the message to the worker's
-    own loop thread-safely and batches it to the scheduler.
+    Each event carries the shard, this run's attempt token, the worker, the wall time, the
+    requests started and finished, and the logs of the requests finished since the last event:
+    if the worker dies, the caller still has what this attempt did. It runs on the shard's event
+    loop; ``Worker.log_event`` hands the message to the worker's own loop thread-safely and
+    batches it to the scheduler.
     """
-    last = {"done": 0, "at": 0.0}
 
-    def report() -> None:
-        done = len(collector) - collector.active
+    def __init__(
+        self,
+        collector: MetricsCollector,
+        worker: Any,
+        topic: str,
+        index: int,
+        attempt: str,
+        offset: float,
+    ) -> None:
+        self.offset = offset  # time.time() - perf_counter(): puts the records on the caller's clock
+        self.collector = collector
+        self.worker = worker
+        self.topic = topic
+        self.index = index
+        self.attempt = attempt
+        self._started = -1
+        self._done = -1
+        self._at = 0.0
+        self._seen = 0  # requests before this index are finished and sent, or in _open
+        self._open: list[int] = []
+
+    def __call__(self) -> None:
+        # A request started counts as much as one finished: it will be sent again on a re-run.
+        started = len(self.collector)
+        done = started - self.collector.active
         now = time.monotonic()
-        if done != last["done"] and now - last["at"] >= _EVENT_INTERVAL:
-            last["done"], last["at"] = done, now
-            worker.log_event(topic, {"shard": index, "done": done})
+        if (started, done) != (self._started, self._done) and now - self._at >= _EVENT_INTERVAL:
+            self.send()
 
-    return report
+    def send(self) -> None:
+        collector = self.collector
+        requests = collector.requests
+        self._open.extend(range(self._seen, len(requests)))
+        self._seen = len(requests)
+        # Only the open requests are looked at (about the concurrency), never the whole log.
+        finished = [i for i in self._open if requests[i].finished]
+        if finished:
+            self._open = [i for i in self._open if not requests[i].finished]
+        self._started = len(requests)
+        self._done = len(collector) - collector.active
+        self._at = time.monotonic()
+        self.worker.log_event(
+            self.topic,
+            {
+                "shard": self.index,
+                "attempt": self.attempt,
+                "worker": self.worker.address,
+                "at": time.time(),
+                "offset": self.offset,
+                "started": len(requests),
+                "done": self._done,
+                "records": [requests[i].to_record() for i in finished],
+            },
+        )
 
 
 # -- the caller's side -------------------------------------------------------------------------
 
 
+class _Attempt:
+    """What the caller heard of one run of one shard, from its progress events."""
+
+    __slots__ = ("first_at", "last_at", "offset", "records", "started", "worker")
+
+    def __init__(self, worker: str, at: float, offset: float) -> None:
+        self.worker = worker
+        self.offset = offset
+        self.first_at = at  # wall times (time.time() on the worker)
+        self.last_at = at
+        self.started = 0
+        self.records: list[dict[str, Any]] = []
+
+
 class _Progress:
-    """Finished requests per shard, written by Dask's event handler, drawn by the caller."""
+    """Finished requests per shard, written by Dask's event handler, drawn by the caller; and
+    every attempt of every shard, to tell a re-run shard."""
 
     def __init__(self, bar: Any) -> None:
         self.bar = bar
         self.done: dict[int, int] = {}
+        self.attempts: dict[int, dict[str, _Attempt]] = {}
         self.closed = False
         self._lock = threading.Lock()
         self._shown = 0
@@ -202,6 +286,24 @@ class _Progress:
         with self._lock:
             shard, done = int(msg["shard"]), int(msg["done"])
             self.done[shard] = max(done, self.done.get(shard, 0))
+            token = msg.get("attempt")
+            if token is None:
+                return
+            at = float(msg["at"])
+            attempt = self.attempts.setdefault(shard, {}).get(token)
+            if attempt is None:
+                attempt = _Attempt(str(msg["worker"]), at, float(msg["offset"]))
+                self.attempts[shard][token] = attempt
+            attempt.first_at = min(attempt.first_at, at)
+            attempt.last_at = max(attempt.last_at, at)
+            attempt.started = max(attempt.started, int(msg["started"]))
+            attempt.records.extend(msg["records"])
+
+    def lost(self, shard: int, kept: str) -> list[_Attempt]:
+        """The attempts of ``shard`` other than the one whose result came back, oldest first."""
+        with self._lock:
+            others = [a for token, a in self.attempts.get(shard, {}).items() if token != kept]
+        return sorted(others, key=lambda a: a.first_at)
 
     def complete(self, shard: int, total: int) -> None:
         with self._lock:
@@ -227,6 +329,7 @@ def run_load_distributed(
     dask_client: distributed.Client | str | None = None,
     workers: int = 2,
     progress: Progress = "auto",
+    on_rerun: Literal["keep", "drop"] = "keep",
 ) -> LoadResult:
     """Run a load experiment split over ``workers`` Dask worker processes; merge what they saw.
 
@@ -248,13 +351,18 @@ def run_load_distributed(
             60 s) until that many workers are connected.
         progress: a ``tqdm.auto`` bar of finished requests; ``"auto"`` hides it where stderr is
             not a terminal, False never shows it.
+        on_rerun: when a worker died and Dask ran its shard again: ``"keep"`` the requests the
+            dead attempt had finished (the server saw them; tagged ``shard_attempt=1``, the
+            re-run's ``2``), or ``"drop"`` them (one row per request of the spec). Either way
+            the result warns (see the module docstring).
 
     Returns:
         One :class:`~streamkit.load.LoadResult` for the whole run: every request in one collector
         with a ``worker`` (address) and ``shard`` tag, times on this process's ``perf_counter``
         clock; ``wall_seconds`` from the first shard's start to the last one's end;
         ``client_cpu_seconds`` summed over workers (so ``client_cpu`` may exceed 1: cores);
-        ``loop_lag`` the worst worker's; the workers' warnings prefixed with their address.
+        ``loop_lag`` the worst worker's; the workers' warnings prefixed with their address,
+        and one per re-run shard (requests sent again, time below the spec).
 
     Raises:
         UsageError: distributed is not installed, ``base_url`` is missing or invalid, ``workers``
@@ -279,6 +387,8 @@ def run_load_distributed(
         )
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise UsageError(f"workers={workers!r} is invalid: must be an integer >= 1")
+    if on_rerun not in ("keep", "drop"):
+        raise UsageError(f"on_rerun={on_rerun!r} is invalid: use 'keep' or 'drop'")
     if dask_client is not None and not isinstance(dask_client, str | distributed.Client):
         raise UsageError(
             f"dask_client={dask_client!r} is invalid: pass a distributed.Client, a scheduler "
@@ -317,7 +427,8 @@ def run_load_distributed(
             own_client = dask = distributed.Client(dask_client)
         else:
             dask = dask_client
-        return _run(dask, spec, shards, probe, _Secret(api_key) if api_key else None, progress)
+        key = _Secret(api_key) if api_key else None
+        return _run(dask, spec, shards, probe, key, progress, on_rerun)
     finally:
         if own_client is not None:
             own_client.close()
@@ -332,6 +443,7 @@ def _run(
     probe: Client,
     api_key: _Secret | None,
     progress: Progress,
+    on_rerun: Literal["keep", "drop"] = "keep",
 ) -> LoadResult:
     import distributed as _distributed
 
@@ -389,7 +501,25 @@ def _run(
             dask.cancel(futures)  # those not started never start; running ones run to the end
         if bar is not None:
             bar.close()
-    return _merge(spec, shards, payloads, local_offset, probe)
+    lost = [tracker.lost(i, payload.get("attempt", "")) for i, payload in enumerate(payloads)]
+    return _merge(spec, shards, payloads, local_offset, probe, lost, on_rerun)
+
+
+def _below_spec(windows: list[list[tuple[float, float]]]) -> tuple[float, float]:
+    """(seconds when not every shard was running, seconds of the whole run) from each shard's
+    running windows: each shard carries its share of the concurrency, so a missing one is load
+    missing."""
+    spans = [w for shard in windows for w in shard]
+    if not spans:
+        return 0.0, 0.0
+    begin, end = min(a for a, _ in spans), max(b for _, b in spans)
+    points = sorted({p for span in spans for p in span})
+    full = 0.0
+    for a, b in itertools.pairwise(points):
+        middle = (a + b) / 2
+        if all(any(s <= middle <= e for s, e in shard) for shard in windows):
+            full += b - a
+    return (end - begin) - full, end - begin
 
 
 def _merge(
@@ -398,25 +528,63 @@ def _merge(
     payloads: list[dict[str, Any]],
     local_offset: float,
     probe: Client,
+    lost: list[list[_Attempt]] | None = None,
+    on_rerun: Literal["keep", "drop"] = "keep",
 ) -> LoadResult:
-    """One result from the shards': every time moved onto this process's clock."""
+    """One result from the shards': every time moved onto this process's clock; a re-run
+    shard's dead attempts reported (and their finished requests kept or dropped)."""
     collector = MetricsCollector()
     starts: list[float] = []
     ends: list[float] = []
     warnings: list[str] = []
     lag: dict[str, float] = {}
     rates: list[float | None] = []
+    windows: list[list[tuple[float, float]]] = []
+    reruns: list[str] = []
     for i, payload in enumerate(payloads):
         shift = payload["offset"] - local_offset
         worker = payload["worker"]
-        collector.add_records(payload["records"], shift=shift, worker=worker, shard=i)
+        dead = lost[i] if lost is not None else []
+        shard_windows = [(a.first_at - local_offset, a.last_at - local_offset) for a in dead]
+        for n, attempt in enumerate(dead, 1):
+            if on_rerun == "keep":
+                collector.add_records(
+                    attempt.records,
+                    shift=attempt.offset - local_offset,
+                    worker=attempt.worker,
+                    shard=i,
+                    shard_attempt=n,
+                )
+            fate = "kept" if on_rerun == "keep" else "dropped"
+            reruns.append(
+                f"shard {i} ran again from the start (attempt {n + 1}): its worker "
+                f"{attempt.worker} died, and the {attempt.started} requests that attempt had "
+                f"started were sent again ({len(attempt.records)} it had finished were "
+                f"{fate}: on_rerun={on_rerun!r})"
+            )
+        collector.add_records(
+            payload["records"], shift=shift, worker=worker, shard=i, shard_attempt=len(dead) + 1
+        )
         end = payload["finished_at"] + shift
         ends.append(end)
-        starts.append(end - payload["wall_seconds"])
+        start = end - payload["wall_seconds"]
+        if "started_wall" in payload:
+            start = min(start, payload["started_wall"] - local_offset)
+        starts.append(start)
+        shard_windows.append((start, end))
+        windows.append(shard_windows)
         warnings += [f"{worker}: {w}" for w in payload["warnings"]]
         for key, value in payload["loop_lag"].items():
             lag[key] = max(lag.get(key, 0.0), value)
         rates.append(payload["scheduled_rate"])
+    if reruns:
+        below, whole = _below_spec(windows)
+        resent = sum(a.started for attempts in lost or [] for a in attempts)
+        warnings.append(
+            f"{len(reruns)} shard re-run(s), {resent} requests sent twice; the load was below "
+            f"the spec (not every shard running) for {below:.2f} s of {whole:.2f} s: "
+            + "; ".join(reruns)
+        )
     hosts = {p["worker"] for p in payloads}
     if len(hosts) < len(shards):
         warnings.append(

@@ -3,7 +3,9 @@ server: every shard's requests come back, on the caller's clock, with their type
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import sys
 import threading
 import time
@@ -179,3 +181,71 @@ def test_without_distributed_installed_the_error_says_how_to_install(
     monkeypatch.setitem(sys.modules, "distributed", None)  # makes `import distributed` fail
     with pytest.raises(UsageError, match=r"pip install 'streamkit\[distributed\]'"):
         run_load_distributed(LoadSpec(num_requests=2), base_url="http://127.0.0.1:9/v1")
+
+
+# -- a worker killed mid-run --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("on_rerun", ["keep", "drop"])
+def test_a_killed_workers_shard_is_rerun_and_reported(server: RunningServer, on_rerun: str) -> None:
+    # Each shard sends 6 requests one after another (~0.3 s each). Once 7 have finished (so
+    # shard 0 has finished at least one, and not all six unless shard 1 is five behind), shard
+    # 0's worker is SIGKILLed: Dask runs shard 0 again from the start.
+    slow = {"streamkit": {"ttft": 0.05, "tokens_per_second": 40, "jitter": 0}}
+    spec = LoadSpec(num_requests=12, concurrency=2, max_tokens=10, extra_body=slow)
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
+        ) as cluster,
+        distributed.Client(cluster) as dask_client,
+    ):
+        dask_client.wait_for_workers(2, timeout=60)
+        pids = dask_client.run(os.getpid)
+        victim = sorted(pids)[0]  # shard 0 is placed on the first worker, by address
+        stats = server.app.stats
+        before = stats.streams_completed
+        outcome: list[Any] = []
+        runner = threading.Thread(
+            target=lambda: outcome.append(
+                run(server, spec, dask_client=dask_client, on_rerun=on_rerun)[0]
+            )
+        )
+        runner.start()
+        deadline = time.monotonic() + 20
+        while stats.streams_completed - before < 7 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert stats.streams_completed - before < 12, "the run ended before the kill"
+        os.kill(pids[victim], signal.SIGKILL)
+        runner.join(60)
+        assert not runner.is_alive() and outcome
+    result: LoadResult = outcome[0]
+    assert result.summary.completed == len(result.collector)
+    [warning] = [w for w in result.warnings if "re-run" in w]
+    assert f"shard 0 ran again from the start (attempt 2): its worker {victim} died" in warning
+    resent = int(re.search(r"(\d+) requests sent twice", warning)[1])  # type: ignore[index]
+    below = float(re.search(r"below the spec .* for ([\d.]+) s of", warning)[1])  # type: ignore[index]
+    assert resent >= 1 and below > 0
+    rows = result.requests_df()
+    first = rows[(rows["shard"] == 0) & (rows["shard_attempt"] == 1)]
+    second = rows[(rows["shard"] == 0) & (rows["shard_attempt"] == 2)]
+    assert len(second) == 6  # the re-run sent the whole shard
+    assert set(rows[rows["shard"] == 1]["shard_attempt"]) == {1}
+    if on_rerun == "keep":
+        # The dead attempt's finished requests are kept, on the caller's clock like the rest.
+        assert 1 <= len(first) <= resent and len(rows) == 12 + len(first)
+        assert set(first["worker"]) == {victim}
+        assert (first["ttft"] > 0).all()
+        assert f"{len(first)} it had finished were kept" in warning
+    else:
+        assert first.empty and len(rows) == 12
+        assert "were dropped: on_rerun='drop'" in warning
+
+
+def test_on_rerun_is_checked() -> None:
+    with pytest.raises(UsageError, match=r"^on_rerun='both' is invalid: use 'keep' or 'drop'$"):
+        run_load_distributed(
+            LoadSpec(num_requests=2),
+            base_url="http://127.0.0.1:9/v1",
+            model="sim-small",
+            on_rerun="both",  # type: ignore[arg-type]
+        )
