@@ -31,16 +31,28 @@ Decisions, written down once:
   :class:`~streamkit.errors.ConnectError`) naming each endpoint and why it is out, at once,
   rather than trying one that is known to be failing: the caller learns the truth without
   waiting for timeouts, and the probes bring endpoints back as soon as they answer.
-- **Failover** only before the first content token. An attempt that fails before it with a
-  retryable error (connection refused, 429, 5xx, first-token timeout, a stream cut before
-  content) is sent to another healthy endpoint it has not tried, with a
-  :class:`~streamkit.events.StreamRetry` (delay 0) so metrics count it; the endpoint client's
-  own retry would have waited a backoff and asked the same server again. With no such endpoint
-  left (or ``max_failovers`` used), the client's own retry goes on, or its error is raised.
-  After the first token there is no failover: the text so far came from one server, and another
-  server cannot continue it. The endpoint's client resumes the stream itself where the server
-  numbers its tokens, or raises the typed error with the partial text. Tokens are never
-  duplicated or lost.
+- **Failover** is a policy of the one retry loop (:func:`~streamkit.resume.resilient_events`),
+  not a loop of its own: after each failed attempt the balancer says where the next one goes.
+  An attempt that fails with a retryable error (connection refused, 429, 5xx, a timeout, a
+  stream cut) moves at once (a :class:`~streamkit.events.StreamRetry` with delay 0, so metrics
+  count it as a retry of the same request) to a healthy endpoint the request has not tried:
+
+  - before the first content token, to any of them;
+  - after it, **resumed exactly** on an endpoint declared ``equivalent`` to the one that failed
+    (same model): the next attempt asks to continue after the last token received, with that
+    token's SSE id as ``Last-Event-ID``, and the text goes on with no token lost or repeated;
+  - failing that, **restarted** on any of them when the client's ``on_interrupt="restart"``
+    allows it and the stream could not be resumed where it was (its endpoint is down: a
+    connection error, a 5xx, ejected; or the server gives no ids, or ``resume=False``): the text
+    shown is replaced, and the retry says how many tokens it ``discarded``;
+  - otherwise (``on_interrupt="raise"``, no equivalent endpoint) it stays: the client's retry
+    policy resumes it on its own endpoint, or the typed error is raised with the partial text.
+
+  One request moves at most ``max_failovers`` times; staying takes the policy's backoff, and
+  the policy's streak counts every failed attempt, moves included. Every attempt of the request
+  carries the same ``attempt_key``, whichever endpoint takes it. The retry settings (``retry``,
+  ``on_interrupt``, ``resume``, timeouts) are those of the client of the endpoint that takes the
+  first attempt.
 - **Attribution.** Every :class:`~streamkit.events.StreamStart` names the endpoint that accepted
   the attempt (``StreamStart.endpoint``); a :class:`~streamkit.metrics.MetricsCollector`
   exports it as the ``endpoint`` column.
@@ -117,7 +129,7 @@ class EndpointStats:
         outstanding: requests in flight on it now (from this balancer).
         requests: attempts sent to it (a failover sends one request to several).
         failures: failed health probes and failed requests (connection error or 5xx).
-        failovers_from: requests that failed on it before their first token and moved on.
+        failovers_from: requests that failed on it and moved to another endpoint.
         ejections: times it was taken out.
         restorations: times it was brought back.
         last_error: the latest failure, in words, or None.
@@ -189,7 +201,11 @@ class _Endpoint:
 class LoadBalancer:
     """Routes chats across several OpenAI-compatible endpoints, with health checks and failover.
 
-    See the module docstring for the routing, health and failover rules.
+    A stream cut mid-way by a dying endpoint continues on a healthy one: resumed after its last
+    token where the endpoints are declared ``equivalent`` (they regenerate the same stream, as
+    bundled simulators do), or restarted, with the discarded tokens counted, where the clients'
+    ``on_interrupt="restart"`` allows. See the module docstring for the routing, health and
+    failover rules.
 
     Args:
         endpoints: the endpoints: :class:`~streamkit.client.Client` objects or base URLs, as a
@@ -199,7 +215,8 @@ class LoadBalancer:
         health_interval: seconds between health probes of every endpoint.
         unhealthy_after: failures in a row (probes or requests) that take an endpoint out.
         healthy_after: successes in a row that bring it back.
-        failover: send a request that fails before its first token to another endpoint.
+        failover: move a failed request to another endpoint (before its first token; after
+            it, resumed on an equivalent one, or restarted where ``on_interrupt`` allows).
         max_failovers: the most times one request moves to another endpoint.
         model: the model to ask for when a call names none (default: each endpoint client's
             own); also the model of clients made from URLs.
