@@ -268,6 +268,8 @@ class LoadBalancer:
             raise UsageError(
                 f"strategy={strategy!r} is invalid: use 'round_robin' or 'least_outstanding'"
             )
+        if on_interrupt not in ("raise", "restart"):
+            raise UsageError(f"on_interrupt={on_interrupt!r} is invalid: use 'raise' or 'restart'")
         for name, flag in (("sticky", sticky), ("failover", failover), ("resume", resume)):
             if not isinstance(flag, bool):
                 raise UsageError(f"{name}={flag!r} is invalid: must be True or False")

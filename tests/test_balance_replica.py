@@ -235,6 +235,8 @@ def test_equivalent_is_checked() -> None:
         sk.LoadBalancer(urls, equivalent=[["ep0", "ep1"], ["ep1"]])
     with pytest.raises(sk.UsageError, match="equivalent="):
         sk.LoadBalancer(urls, equivalent="ep0")  # a str is a sequence of sequences to mypy
+    with pytest.raises(sk.UsageError, match="on_interrupt"):
+        sk.LoadBalancer(urls, on_interrupt="retry")  # type: ignore[arg-type]
 
 
 async def fault_free(server: RunningServer, model: str, text: str, **request: Any) -> str:
