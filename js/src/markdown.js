@@ -87,7 +87,7 @@ function renderFragment(source) {
 }
 
 /** Put `text` on the clipboard; a hidden textarea and execCommand where the API is missing. */
-export async function copyText(text) {
+async function copyText(text) {
   if (navigator.clipboard && window.isSecureContext) {
     try {
       await navigator.clipboard.writeText(text);

@@ -95,7 +95,7 @@ def stream_figures(
     if usage is not None:
         parts.append(f"{usage[0]} in · {usage[1]} out tokens")
     else:
-        parts.append(f"{tokens} tokens")
+        parts.append(f"{tokens} token" + ("" if tokens == 1 else "s"))
     if cost_usd is not None:
         parts.append(f"${cost_usd:.6f}" if cost_usd < 0.01 else f"${cost_usd:.4f}")
     return " · ".join(parts)
