@@ -331,8 +331,8 @@ def generate(prompt: str, seed: int, n_tokens: int | None, model: SimModel) -> l
     if target < 1:
         raise ValueError(f"n_tokens must be >= 1, got {target}")
     if model.markdown:
-        pieces = _markdown_pieces(prompt, rng, target)
-        return pieces if n_tokens is None else pieces[:n_tokens]
+        document = _markdown_pieces(prompt, rng, target)
+        return document if n_tokens is None else document[:n_tokens]
     order = _sentences(prompt, rng)
     pieces: list[str] = []
     in_paragraph = 0
@@ -359,7 +359,7 @@ _MD_CODE = (
     (
         "python",
         "import streamkit as sk\n\n"
-        "result = await sk.chat(\"Explain streaming\", model=\"sim-large\")\n"
+        'result = await sk.chat("Explain streaming", model="sim-large")\n'
         "print(result.summary())\n",
     ),
     (
@@ -376,7 +376,7 @@ _MD_CODE = (
         "streamkit serve --port 8000 &\n"
         "curl -N http://127.0.0.1:8000/v1/chat/completions \\\n"
         "  -H 'Content-Type: application/json' \\\n"
-        "  -d '{\"model\": \"sim-small\", \"stream\": true, \"messages\": []}'\n",
+        '  -d \'{"model": "sim-small", "stream": true, "messages": []}\'\n',
     ),
     (
         "json",
