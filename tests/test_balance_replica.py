@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
 
 import streamkit as sk
-from streamkit.events import Event, StreamRetry, StreamStart, TokenDelta
+from streamkit.events import Event, StreamEnd, StreamRetry, StreamStart, TokenDelta
+from streamkit.resume import Attempt, Move, OnInterrupt, resilient_events
 from streamkit.retry import RetryPolicy
 from streamkit.server import RunningServer, serve_in_thread
 from streamkit.server.process import ServerProcess, serve_in_subprocess
@@ -243,3 +244,92 @@ async def fault_free(server: RunningServer, model: str, text: str, **request: An
     """The reply to ``text`` from a server with no fault and no kill."""
     async with sk.Client(server.base_url, model=model) as client:
         return (await client.chat(text, view=None, **request)).text
+
+
+WORDS = ["Alpha ", "beta ", "gamma ", "delta ", "epsilon ", "zeta "]
+
+
+def scripted(
+    fail_after: int | None, seen: list[Attempt]
+) -> Callable[[Attempt], AsyncIterator[Event]]:
+    """One place of a deterministic server with ids, cutting its stream after ``fail_after``."""
+
+    async def run(attempt: Attempt) -> AsyncIterator[Event]:
+        seen.append(attempt)
+        yield StreamStart(0.0, 0.0, "m")
+        for index in range(attempt.first_index, len(WORDS)):
+            if fail_after is not None and index >= fail_after:
+                raise sk.StreamInterrupted("cut")
+            attempt.event_id = f"id-{index}"
+            yield TokenDelta(WORDS[index], index, 0.0)
+        yield StreamEnd("stop", None, 0.0)
+
+    return run
+
+
+@pytest.mark.parametrize("on_interrupt", ["raise", "restart"])
+async def test_the_retry_loop_takes_a_move_at_once_and_only_as_on_interrupt_allows(
+    on_interrupt: OnInterrupt,
+) -> None:
+    home: list[Attempt] = []
+    there: list[Attempt] = []
+    asked: list[dict[str, Any]] = []
+    sleeps: list[float] = []
+
+    def failover(error: sk.StreamkitError, attempt: Attempt, **progress: Any) -> Move | None:
+        asked.append(progress)
+        # A restart elsewhere, offered even where on_interrupt forbids it.
+        return Move(scripted(None, there), resume=False) if not there else None
+
+    async def sleep(delay: float) -> None:
+        sleeps.append(delay)
+
+    stream = resilient_events(
+        scripted(2, home),
+        policy=QUICK,
+        on_interrupt=on_interrupt,
+        key="k",
+        sleep=sleep,
+        failover=failover,
+    )
+    events: list[Event] = []
+    error: sk.StreamkitError | None = None
+    try:
+        async for event in stream:
+            events.append(event)
+    except sk.StreamkitError as exc:
+        error = exc
+    retries = [e for e in events if isinstance(e, StreamRetry)]
+    text = "".join(e.text for e in events if isinstance(e, TokenDelta))
+    assert asked[0] == {"tokens": 2, "can_resume": True, "can_restart": on_interrupt == "restart"}
+    if on_interrupt == "restart":
+        # Taken at once: the shown text is replaced, and the discarded tokens counted.
+        assert [(r.delay, r.resume_after, r.discarded) for r in retries] == [(0.0, None, 2)]
+        assert sleeps == [0.0]
+        assert len(there) == 1 and there[0].key == "k" and there[0].last_event_id is None
+        assert error is None and text == "Alpha beta " + "".join(WORDS)
+    else:
+        # Refused: the stream stays home, resuming there after its last token, until the
+        # policy gives up (home always cuts at token 2).
+        assert not there and [r.resume_after for r in retries] == [1, 1]
+        assert [a.last_event_id for a in home] == [None, "id-1", "id-1"]
+        assert isinstance(error, sk.StreamInterrupted) and error.partial_text == "Alpha beta "
+        assert text == "Alpha beta "
+
+
+async def test_a_resuming_move_sends_the_last_event_id_to_the_new_place() -> None:
+    home: list[Attempt] = []
+    there: list[Attempt] = []
+
+    def failover(error: sk.StreamkitError, attempt: Attempt, **progress: Any) -> Move | None:
+        return Move(scripted(None, there), resume=True)
+
+    events = [e async for e in resilient_events(scripted(3, home), key="k", failover=failover)]
+    retry = next(e for e in events if isinstance(e, StreamRetry))
+    assert (retry.delay, retry.resume_after, retry.discarded) == (0.0, 2, 0)
+    assert [(a.number, a.key, a.resume_after, a.last_event_id) for a in there] == [
+        (2, "k", 2, "id-2")
+    ]
+    tokens = [e for e in events if isinstance(e, TokenDelta)]
+    assert "".join(e.text for e in tokens) == "".join(WORDS)
+    assert [e.index for e in tokens] == list(range(len(WORDS)))
