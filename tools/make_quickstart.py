@@ -15,7 +15,8 @@ In five minutes you will:
 2. stream a chat completion through the real `openai` SDK and **watch the text grow live**,
 3. read what the stream measured (time to first token, tokens/s, usage, finish reason),
 4. run a stream in the background with a **Stop** button, and see what errors look like,
-5. keep a multi-turn conversation in a `ChatState`.
+5. keep a multi-turn conversation in a `ChatState`,
+6. read a reply rendered as **Markdown** while it streams, and chat in a **chat box**.
 
 Every cell runs top to bottom without a network. The last section points the same code at a real
 provider (OpenAI, vLLM, Ollama, llama.cpp) by changing a base URL and a key."""
@@ -151,7 +152,41 @@ assert [m.role for m in state.history] == ["user", "assistant", "user", "assista
 assert changes.count("end") == 2"""
     ),
     new_markdown_cell(
-        """## 5. Point it at a real provider
+        """## 5. Replies that read well: Markdown, and a chat box
+
+Here in JupyterLab a reply renders as Markdown *while it streams*: headings, lists, tables and
+highlighted code, with buttons that copy the reply or a code block, and the figures (time to first
+token, tokens/s, then usage and cost) in the bar above it. The kernel still sends only the new
+text; the page renders it. A model's reply is untrusted, so raw HTML in it is shown as text and
+everything is sanitized before it reaches the page. `sim-markdown` is a simulated model that
+answers in Markdown; `view="text"` would show the same reply as plain text."""
+    ),
+    new_code_cell(
+        """reply = await sk.chat(
+    "How do I measure streaming latency?",
+    model="sim-markdown",
+    seed=3,
+    extra_body={"streamkit": {"tokens_per_second": 60}},
+)
+assert reply.ok and "```" in reply.text and "| ---" in reply.text"""
+    ),
+    new_markdown_cell(
+        """A `ChatBox` is a chat in a cell: type, **Send** (it becomes **Stop** while the reply streams),
+**Regenerate** the last reply. It keeps a `ChatState`, so every prompt is sent with the
+conversation before it; the reply streams in the background and the kernel stays free. Type a
+question in the box below, or run the next cell, which sends one from code."""
+    ),
+    new_code_cell(
+        """box = sk.ChatBox(model="sim-markdown", system="You are a concise assistant.")
+box"""
+    ),
+    new_code_cell(
+        """await box.send("What should I measure in a streaming API?")
+# The conversation is plain data: save it, or continue it with sk.ChatBox(messages=...)
+print([message["role"] for message in box.messages])"""
+    ),
+    new_markdown_cell(
+        """## 6. Point it at a real provider
 
 The same code streams from any OpenAI-compatible endpoint, configured as the openai SDK is: set
 `OPENAI_BASE_URL` (for example `https://api.openai.com/v1`, `http://localhost:8000/v1` for vLLM,

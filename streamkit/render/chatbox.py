@@ -152,7 +152,7 @@ class ChatBox:
         if prompt is None:
             self.input.value = ""
         user = self._user_turn(text)
-        view = MarkdownView()
+        view = MarkdownView(embedded=True)  # shown in the box, not in the cell that sent
         view.stop_button.layout.display = "none"  # the box's own Stop replaces it
         self.views.append(view)
         self._turns.append([user, view.widget])

@@ -115,6 +115,8 @@ class MarkdownView(DeltaView):
         adaptive: let the policy choose the flush settings as the stream runs.
         policy: the policy to use (default: ``AdaptivePolicy(clock=clock)``).
         clock: the clock for arrival, flush and acknowledgement times (``time.perf_counter``).
+        embedded: the panel is shown inside another widget (a chat box): the view never
+            displays itself (by default it does on its first stream, unless displayed already).
 
     Attributes:
         text_widget: the :class:`MarkdownText`.
@@ -130,6 +132,7 @@ class MarkdownView(DeltaView):
         adaptive: bool = True,
         policy: AdaptivePolicy | None = None,
         clock: Callable[[], float] = time.perf_counter,
+        embedded: bool = False,
     ) -> None:
         super().__init__(
             max_tokens=max_tokens,
@@ -138,10 +141,16 @@ class MarkdownView(DeltaView):
             policy=policy,
             clock=clock,
         )
+        self.embedded = embedded
         self._sent_at: float | None = None
         self._first_at: float | None = None
         self._last_at: float | None = None
         self._tokens = 0
+
+    def _ipython_display_(self) -> None:
+        """Display the panel (see WidgetView), unless it lives inside another widget."""
+        if not self.embedded:
+            super()._ipython_display_()
 
     def _new_text_widget(self) -> MarkdownText:
         return MarkdownText()

@@ -86,8 +86,9 @@ class Expect:
 EXPECTATIONS: dict[str, Expect] = {
     # sk.chat into a view (120 tokens, ~5 s), then start_chat into a second one, stopped after
     # 1.5 s: ~27 tokens, part of them behind the page's first plotly draw (the figure above it).
+    # Then a Markdown reply of sim-markdown (~300 tokens at 60/s) and the chat box's reply.
     "00_quickstart.ipynb": Expect(
-        texts=(Text(), Text(min_lengths=3, min_span_s=0.2, min_final=60))
+        texts=(Text(), Text(min_lengths=3, min_span_s=0.2, min_final=60), Text(), Text())
     ),
     # Console views (text on stdout) and tables: nothing live to watch in a widget.
     "01_sse.ipynb": Expect(),
