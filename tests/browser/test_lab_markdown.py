@@ -220,10 +220,11 @@ def test_hostile_reply_is_inert(
     cells = [
         f"import streamkit as sk\n\nclient = sk.Client({scripted.base_url!r}, model='scripted')",
         'result = await client.chat("hello")\nassert result.ok',
+        # The control: the same kind of payload through a trusted HTML output does run.
+        "from IPython.display import HTML\n\n"
+        "HTML('<img src=x onerror=\"window.__pwned = \\'control\\'\">')",
     ]
-    _run_notebook(page, lab, name, cells)
-    _run_cell(page, 1)
-    _wait_done(page, 1)
+    _run_notebook(page, lab, name, cells)  # every cell but the control
     page.wait_for_timeout(500)
     # Click everything that looks like a link: a javascript: URL that survived would run now.
     for link in page.locator(".jp-CodeCell .streamkit-md-body a").all():
@@ -240,6 +241,10 @@ def test_hostile_reply_is_inert(
     assert "<script>window.__pwned" in found["text"], found
     assert "<iframe" in found["text"], found
     assert found["links"] == [["https://example.com/docs", "_blank", "noopener noreferrer"]], found
+    # The flag is a working detector: an unsanitized output in the same page sets it.
+    _run_cell(page, 2)
+    _wait_done(page, 2)
+    page.wait_for_function("() => window.__pwned === 'control'", timeout=10_000)
 
 
 def test_copy_buttons_put_markdown_and_code_on_the_clipboard(
