@@ -1,16 +1,22 @@
-"""The transport edges: generic SSE over httpx2 (scripted responses) and error translation.
+"""The transport edges: generic SSE over httpx2 (scripted responses), error translation, and
+the first request's one-time setup done before its clock starts.
 
-Scripted ``httpx2.MockTransport`` responses are enough here: these tests check parsing, headers
-and the mapping of third-party exceptions, not timing (the loopback tests in
-tests/test_resilience.py do that against the real server).
+Scripted ``httpx2.MockTransport`` responses are enough for parsing, headers and the mapping of
+third-party exceptions (the loopback tests in tests/test_resilience.py check timing against the
+real server). The first-request tests run a fresh process against the real server, with the
+transport's clock injected.
 """
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 
+import anyio
 import httpx2
 import pytest
 from websockets.datastructures import Headers
@@ -21,7 +27,9 @@ from websockets.http11 import Response
 import streamkit as sk
 from streamkit.events import StreamEnd, StreamStart, TokenDelta
 from streamkit.resume import Attempt
+from streamkit.server import RunningServer
 from streamkit.transports._common import parse_retry_after, read_error, status_error
+from streamkit.transports._rehearsal import rehearse, rehearsed
 from streamkit.transports.sse import EventSource, SSEState, iter_sse, stream_chat_sse
 from streamkit.transports.ws import (
     WSConnection,
@@ -270,3 +278,86 @@ def test_ws_url_and_retry_after_parsing() -> None:
     assert parse_retry_after("1.5") == 1.5 and parse_retry_after("-3") == 0.0
     assert parse_retry_after("soon") is None and parse_retry_after(None) is None
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # a date in the past
+
+
+# -- the first request's clock -------------------------------------------------------------------
+
+# Run in a fresh process, so nothing the first request needs is imported or cached yet: the
+# transport's clock is replaced by one that notes the modules loaded at each reading, and the
+# script prints the modules that were first imported between the request's send time
+# (StreamStart.sent_at) and its end: one-time setup the first request's TTFB and TTFT counted.
+FIRST_REQUEST = """
+import asyncio, json, sys, time
+import streamkit as sk
+from streamkit.events import StreamEnd, StreamStart
+from streamkit.transports import fast_sse, openai_sse, sse, ws
+
+url, transport = sys.argv[1], sys.argv[2]
+module = {"sse": openai_sse, "generic-sse": sse, "fast-sse": fast_sse, "ws": ws}[transport]
+loaded = {}
+
+def clock():
+    now = time.perf_counter()
+    loaded[now] = frozenset(sys.modules)
+    return now
+
+module._clock = clock
+
+async def main():
+    client = sk.Client(url, model="sim-small", transport=transport, retry=None)
+    sent = after = None
+    body = {"streamkit": {"ttft": 0, "jitter": 0, "length": 3}}
+    async for event in client.events("hi", extra_body=body):
+        if isinstance(event, StreamStart):
+            sent = event.sent_at
+        elif isinstance(event, StreamEnd):
+            after = frozenset(sys.modules)
+    await client.aclose()
+    print(json.dumps(sorted(after - loaded[sent])))
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("transport", ["sse", "generic-sse", "fast-sse", "ws"])
+def test_the_first_requests_setup_is_done_before_its_clock_starts(
+    server: RunningServer, transport: str
+) -> None:
+    script = [sys.executable, "-c", FIRST_REQUEST, server.base_url, transport]
+    done = subprocess.run(script, capture_output=True, text=True, timeout=60, check=True)
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == []
+
+
+async def test_concurrent_first_requests_wait_for_one_rehearsal() -> None:
+    calls: list[str] = []
+    started = anyio.Event()
+
+    async def request(base_url: str) -> None:
+        calls.append(base_url)
+        started.set()
+        await anyio.sleep(0.05)
+
+    kind = f"test-{uuid.uuid4()}"
+    async with anyio.create_task_group() as group:
+        for _ in range(5):
+            group.start_soon(rehearse, kind, request)
+        await started.wait()
+        assert not rehearsed(kind)  # under way: the callers are still waiting
+    assert rehearsed(kind) and len(calls) == 1
+    assert calls[0].startswith("http://127.0.0.1:") and calls[0].endswith("/v1")
+    await rehearse(kind, request)  # once per process
+    assert len(calls) == 1
+
+
+async def test_a_failed_rehearsal_is_not_retried_and_raises_nothing() -> None:
+    calls = 0
+
+    async def request(base_url: str) -> None:
+        nonlocal calls
+        calls += 1
+        raise OSError("no loopback sockets here")
+
+    kind = f"test-{uuid.uuid4()}"
+    await rehearse(kind, request)
+    await rehearse(kind, request)
+    assert calls == 1 and rehearsed(kind)

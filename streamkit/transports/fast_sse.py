@@ -67,6 +67,7 @@ from ._common import (
     retry_after_from_headers,
     status_error,
 )
+from ._rehearsal import MESSAGES, MODEL, rehearse, rehearsed
 from .sse import SSEState
 
 __all__ = ["HIGH_WATER", "FastSSEPool", "iter_sse", "stream_chat_fast_sse"]
@@ -446,6 +447,19 @@ class FastSSEPool:
             self._targets[url] = target
         return target
 
+    def prepare(self, url: str) -> None:
+        """Do ``url``'s one-time setup now: parse it, and make the TLS context for ``https``.
+
+        A request calls this before its clock starts, so the first request's TTFB does not
+        count building the TLS context (its handshake, on the new connection, it does count).
+
+        Raises:
+            UsageError: ``url`` is not an http(s) URL.
+        """
+        key, _ = self._target(url)
+        if key[0] == "https" and self._ssl is None:
+            self._ssl = ssl.create_default_context()
+
     def _take(self, key: _Key) -> _Connection | None:
         conns = self._idle.get(key)
         while conns:
@@ -712,6 +726,9 @@ async def stream_chat_fast_sse(
     use_ids = attempt is not None and attempt.use_ids
     last_id = attempt.last_event_id if use_ids and attempt is not None else None
     chunks = ChatChunks(base_url, attempt)
+    if not rehearsed("fast-sse"):
+        await rehearse("fast-sse", _rehearsal)  # the first request's setup, before its clock
+    pool.prepare(url)
     sent_at = _clock()
     conn = await _open(pool, "POST", url, headers, body, last_id, chunks.parts)
     decoder = conn.decoder
@@ -744,3 +761,15 @@ async def stream_chat_fast_sse(
             pool._discard(conn)  # left early or failed: the rest of the response is unread
         if attempt is not None and decoder.retry is not None:
             attempt.reconnect_delay = decoder.retry / 1000
+
+
+async def _rehearsal(base_url: str) -> None:
+    """One request through a throwaway pool (see :mod:`._rehearsal`)."""
+    pool = FastSSEPool()
+    try:
+        async for _ in stream_chat_fast_sse(
+            pool, base_url=base_url, api_key=None, model=MODEL, messages=MESSAGES
+        ):
+            pass
+    finally:
+        await pool.aclose()

@@ -12,6 +12,10 @@ Resume: given an :class:`~streamkit.resume.Attempt` that continues a stream, the
 bundled server numbers tokens from 0) becomes the token's index, so the resilience layer can check
 that nothing repeats or goes missing. Servers without ids (OpenAI itself) are counted locally.
 
+The clock (``StreamStart.sent_at``) starts when the SDK is handed the request, after a one-time
+rehearsal of the SDK and httpx2 code paths (:mod:`._rehearsal`), so the first request's TTFT is
+not inflated by the SDK's lazy imports and caches.
+
 Every third-party exception is translated here, once, into :mod:`streamkit.errors`.
 """
 
@@ -43,6 +47,7 @@ from ._common import (
     retry_after_from_headers,
     status_error,
 )
+from ._rehearsal import MESSAGES, MODEL, http_client, rehearse, rehearsed
 
 __all__ = ["stream_chat_completion", "translate_error"]
 
@@ -85,9 +90,12 @@ async def stream_chat_completion(
         kwargs["extra_headers"] = headers
     chunks = ChatChunks(url, attempt)
     decoder = SSEDecoder()
+    if not rehearsed("sse"):
+        await rehearse("sse", _rehearsal)  # the first request's setup, before its clock
+    create = client.chat.completions.with_streaming_response.create  # built once per client
     sent_at = _clock()
     try:
-        manager = client.chat.completions.with_streaming_response.create(
+        manager = create(
             model=model,
             messages=list(messages),  # type: ignore[arg-type]  # plain dicts, as users write them
             stream=True,
@@ -127,6 +135,16 @@ async def stream_chat_completion(
     finally:
         if attempt is not None and decoder.retry is not None:
             attempt.reconnect_delay = decoder.retry / 1000  # SSE retry: is in milliseconds
+
+
+async def _rehearsal(base_url: str) -> None:
+    """One request through a throwaway SDK client and httpx2 client (see :mod:`._rehearsal`)."""
+    async with http_client() as http:
+        sdk = openai.AsyncOpenAI(
+            base_url=base_url, api_key="rehearsal", http_client=http, max_retries=0
+        )
+        async for _ in stream_chat_completion(sdk, model=MODEL, messages=MESSAGES):
+            pass
 
 
 def translate_error(exc: BaseException, url: str, partial_text: str = "") -> StreamkitError:

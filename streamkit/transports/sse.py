@@ -49,6 +49,7 @@ from ._common import (
     retry_after_from_headers,
     status_error,
 )
+from ._rehearsal import MESSAGES, MODEL, http_client, rehearse, rehearsed
 
 __all__ = ["EventSource", "SSEState", "iter_sse", "stream_chat_sse"]
 
@@ -283,6 +284,8 @@ async def stream_chat_sse(
         last_event_id=attempt.last_event_id if use_ids and attempt is not None else None
     )
     chunks = ChatChunks(base_url, attempt)
+    if not rehearsed("generic-sse"):
+        await rehearse("generic-sse", _rehearsal)  # the first request's setup, before its clock
     sent_at = _clock()
     started = False
     try:
@@ -314,3 +317,12 @@ async def stream_chat_sse(
     finally:
         if attempt is not None and state.retry is not None:
             attempt.reconnect_delay = state.retry
+
+
+async def _rehearsal(base_url: str) -> None:
+    """One request through a throwaway httpx2 client (see :mod:`._rehearsal`)."""
+    async with http_client() as http:
+        async for _ in stream_chat_sse(
+            http, base_url=base_url, api_key=None, model=MODEL, messages=MESSAGES
+        ):
+            pass

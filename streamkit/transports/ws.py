@@ -45,6 +45,7 @@ from ..errors import (
 from ..events import Event, StreamEnd, StreamStart, TokenDelta, Usage
 from ..resume import Attempt
 from ._common import describe, parse_retry_after, status_error
+from ._rehearsal import MESSAGES, MODEL, rehearse, rehearsed
 
 __all__ = ["WSConnection", "WSStream", "stream_chat_ws", "ws_url"]
 
@@ -417,8 +418,10 @@ async def stream_chat_ws(
     resume_after = attempt.resume_after if use_ids and attempt is not None else None
     parts: list[str] = []
     index = attempt.first_index if attempt is not None else 0
+    if not rehearsed("ws"):
+        await rehearse("ws", _rehearsal)  # the first request's setup, before its clock
     sent_at = _clock()
-    conn = await connect()
+    conn = await connect()  # the first stream of a socket waits for its handshake: timed
     stream = await conn.open_stream(body, resume_after=resume_after)
     started = False
     try:
@@ -489,3 +492,13 @@ def _message_error(message: Mapping[str, Any], url: str, partial_text: str) -> S
         retry_after=float(retry_after) if isinstance(retry_after, int | float) else None,
         partial_text=partial_text,
     )
+
+
+async def _rehearsal(base_url: str) -> None:
+    """One stream on a throwaway connection (see :mod:`._rehearsal`)."""
+    conn = WSConnection(ws_url(base_url), ping_interval=None)
+    try:
+        async for _ in stream_chat_ws(conn.connect, model=MODEL, messages=MESSAGES):
+            pass
+    finally:
+        await conn.aclose()
