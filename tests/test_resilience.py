@@ -8,7 +8,6 @@ httptools (``fast-sse``), and the WebSocket (``ws``). A fault-free run of the sa
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 
@@ -306,7 +305,7 @@ async def test_a_concurrency_limit_429_is_waited_out(limited_server: RunningServ
         limited_server.base_url, api_key="key-for-429", model="sim-small", retry=policy
     ) as client:
         first = client.start_chat("first", view=None, extra_body=slow)
-        await asyncio.sleep(0.1)
+        await wait_for(lambda: first.result.chunks >= 1)  # the first holds the one slot
         second = client.start_chat("second", view=None, extra_body=slow)
         one, two = await first, await second
     assert one.ok and two.ok and one.retries == 0
