@@ -59,10 +59,12 @@ if TYPE_CHECKING:
         AdaptivePolicy,
         TokenBuffer,
     )
-    from .client import (
+    from .chat_run import (
         ChatTask,
-        Client,
         Observer,
+    )
+    from .client import (
+        Client,
         chat,
         chat_sync,
         default_client,
@@ -137,6 +139,9 @@ if TYPE_CHECKING:
         ServerProcess,
         serve_in_subprocess,
     )
+    from .source import (
+        ChatSource,
+    )
     from .state import (
         ChatMessage,
         ChatState,
@@ -150,7 +155,8 @@ _LAZY = {
     "ChatBox": ".render.chatbox",
     "ChatMessage": ".state",
     "ChatState": ".state",
-    "ChatTask": ".client",
+    "ChatSource": ".source",
+    "ChatTask": ".chat_run",
     "Client": ".client",
     "ConsoleView": ".render",
     "ControlsPanel": ".render.controls",
@@ -165,7 +171,7 @@ _LAZY = {
     "ManagedStream": ".manager",
     "MarkdownView": ".render.markdown",
     "MetricsCollector": ".metrics",
-    "Observer": ".client",
+    "Observer": ".chat_run",
     "Price": ".cost",
     "PriceTable": ".cost",
     "RequestMetrics": ".metrics",
@@ -223,6 +229,7 @@ __all__ = [  # noqa: RUF022
     "BadRequestError",
     "ChatBox",
     "ChatMessage",
+    "ChatSource",
     "ChatState",
     "ChatTask",
     "Client",

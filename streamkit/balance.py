@@ -71,25 +71,18 @@ import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal
 
 import httpx2
 
-from .client import (
-    ChatTask,
-    Client,
-    Prompt,
-    Transport,
-    ViewArg,
-    _add_attempt_key,
-    _ChatRun,
-    _messages,
-    _resolve_view,
-)
+from .chat_run import ChatRun, ChatTask, ViewArg
+from .client import Client, Transport
 from .errors import ConnectError, ServerError, StreamkitError, UsageError
 from .events import Event, StreamStart
+from .render import resolve_view
 from .resume import Attempt, AttemptFactory, Move, OnInterrupt, resilient_events
 from .retry import NEVER_RETRIED
+from .source import Prompt, add_attempt_key, messages_of
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -433,7 +426,7 @@ class LoadBalancer:
                 :class:`NoHealthyEndpointError`.
         """
         _conversation_of(state, request)
-        run = _ChatRun(self._as_client(), prompt, _resolve_view(view), state, request)
+        run = ChatRun(self, prompt, resolve_view(view), state, request)
         run.begin()
         return await run.run(raise_on_error)
 
@@ -447,11 +440,7 @@ class LoadBalancer:
     ) -> ChatTask:
         """Start :meth:`chat` as a background task on the running loop and return at once."""
         _conversation_of(state, request)
-        return _ChatRun(self._as_client(), prompt, _resolve_view(view), state, request).start_task()
-
-    def _as_client(self) -> Client:
-        # _ChatRun is duck-typed: it uses only events(), model and base_url, which we have.
-        return cast(Client, self)
+        return ChatRun(self, prompt, resolve_view(view), state, request).start_task()
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -649,15 +638,11 @@ class _Route:
     ) -> None:
         self.lb = lb
         self.sticky_key = sticky_key
-        self.messages = _messages(prompt)
+        self.messages = messages_of(prompt)
         request = dict(request)
-        self.key = _add_attempt_key(request)  # one key, whichever endpoint serves an attempt
-        self.model: str | None = request.pop("model", None)
-        self.max_tokens: int | None = request.pop("max_tokens", None)
-        self.seed: int | None = request.pop("seed", None)
-        self.temperature: float | None = request.pop("temperature", None)
-        self.extra_body: Mapping[str, Any] | None = request.pop("extra_body", None)
-        self.params = request
+        self.key = add_attempt_key(request)  # one key, whichever endpoint serves an attempt
+        self.model: str | None = request.get("model")
+        self.request = request
         self.tried: set[_Endpoint] = set()
         self.moves = 0
         self.current: _Endpoint | None = None  # the endpoint of the latest attempt
@@ -682,7 +667,9 @@ class _Route:
             try:
                 opener = self._openers.get(endpoint)
                 if opener is None:
-                    opener = self._openers[endpoint] = await self._opener(endpoint.client)
+                    opener = self._openers[endpoint] = await endpoint.client.open_attempts(
+                        self.messages, **self.request
+                    )
                 stream = opener(attempt)
                 try:
                     async for event in stream:
@@ -698,15 +685,6 @@ class _Route:
         finally:
             with lb._lock:
                 endpoint.outstanding -= 1
-
-    async def _opener(self, client: Client) -> AttemptFactory:
-        # What Client.events does before its retry loop, on this endpoint's client.
-        model = self.model or await client.resolve_model()
-        body = client._request(
-            model, self.max_tokens, self.seed, self.temperature, self.extra_body, self.params
-        )
-        del body["model"]
-        return client._factory(model, self.messages, body)
 
     def __call__(
         self,

@@ -26,22 +26,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-import time
-import uuid
 import weakref
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping, Sequence
-from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
+from collections.abc import AsyncIterator, Mapping
+from typing import Any, Literal
 
 import httpx2
 import openai
 
+from ._sync import run_sync
+from .chat_run import ChatRun, ChatTask, Observer, ViewArg
 from .endpoint import ModelInfo, choose_model, list_models, resolve_endpoint
-from .errors import StreamCancelled, StreamkitError, UsageError
-from .events import Event, StreamError
-from .render import View, ViewName, named_view
+from .errors import UsageError
+from .events import Event
+from .render import resolve_view
 from .result import StreamResult
 from .resume import Attempt, AttemptFactory, OnInterrupt, resilient_events
 from .retry import RetryPolicy
+from .source import Prompt, add_attempt_key, messages_of
 from .state import ChatState
 from .transports.fast_sse import FastSSEPool, stream_chat_fast_sse
 from .transports.openai_sse import stream_chat_completion
@@ -60,10 +61,6 @@ __all__ = [
     "run_sync",
     "start_chat",
 ]
-
-T = TypeVar("T")
-ViewArg = View | ViewName | None
-Prompt = str | Iterable[Mapping[str, Any]]
 
 Transport = Literal["sse", "generic-sse", "fast-sse", "ws"]
 _TRANSPORTS = ("sse", "generic-sse", "fast-sse", "ws")
@@ -395,8 +392,8 @@ class Client:
             )
         request = self._request(model, max_tokens, seed, temperature, extra_body, params)
         model_id: str = request.pop("model")
-        key = _add_attempt_key(request)
-        factory = self._factory(model_id, _messages(prompt), request)
+        key = add_attempt_key(request)
+        factory = self._factory(model_id, messages_of(prompt), request)
         policy = self.retry
         idle = self.idle_timeout
         if idle is None and self.transport == "ws":
@@ -479,6 +476,35 @@ class Client:
 
         return sdk_attempt
 
+    async def open_attempts(self, prompt: Prompt, **request: Any) -> AttemptFactory:
+        """What :meth:`events` prepares before its retry loop: a function that opens one attempt
+        of this request on the client's transport.
+
+        For code that runs the retry loop itself across several clients (a
+        :class:`~streamkit.balance.LoadBalancer`): the model is resolved, the fields checked and
+        the body built as :meth:`events` does. No ``attempt_key`` is added; one already in
+        ``extra_body`` is sent as it is (see :func:`~streamkit.source.add_attempt_key`).
+
+        Args:
+            prompt: a user prompt, or a list of OpenAI chat messages.
+            **request: as :meth:`events` takes them (``model``, ``max_tokens``, ``seed``,
+                ``temperature``, ``extra_body``, any other Chat Completions field).
+
+        Raises:
+            StreamkitError: the model could not be resolved, or a field is invalid.
+        """
+        model = request.pop("model", None) or await self.resolve_model()
+        body = self._request(
+            model,
+            request.pop("max_tokens", None),
+            request.pop("seed", None),
+            request.pop("temperature", None),
+            request.pop("extra_body", None),
+            request,
+        )
+        del body["model"]
+        return self._factory(model, messages_of(prompt), body)
+
     @contextlib.asynccontextmanager
     async def stream(self, prompt: Prompt, **request: Any) -> AsyncIterator[AsyncIterator[Event]]:
         """:meth:`events` as a context manager: leaving the ``async with`` closes the connection.
@@ -556,7 +582,7 @@ class Client:
             StreamkitError: when the stream fails and ``raise_on_error``; ``error.result`` holds
                 the partial result, also kept in ``state.last_result``.
         """
-        run = _ChatRun(self, prompt, _resolve_view(view), state, request)
+        run = ChatRun(self, prompt, resolve_view(view), state, request)
         run.begin()
         return await run.run(raise_on_error)
 
@@ -574,7 +600,7 @@ class Client:
         events (the Stop button, sliders) while the stream runs. Await the returned task (or
         ``task.wait()``) to get the result.
         """
-        return _ChatRun(self, prompt, _resolve_view(view), state, request).start_task()
+        return ChatRun(self, prompt, resolve_view(view), state, request).start_task()
 
     def chat_sync(self, prompt: Prompt, **kwargs: Any) -> StreamResult:
         """Blocking :meth:`chat`, for code that cannot ``await`` (scripts, a plain function)."""
@@ -587,162 +613,6 @@ class Client:
             await self.aclose()
 
 
-@runtime_checkable
-class Observer(Protocol):
-    """Anything that watches a chat's events, e.g. a metrics collector (``observers=[...]``)."""
-
-    def on_event(self, event: Event) -> None:
-        """Called on the loop thread for every event; must be cheap (it runs per token)."""
-
-    def finish(self, result: StreamResult) -> None:
-        """Called once when the stream is over, whatever the outcome."""
-
-
-class ChatTask:
-    """A chat running in the background: ``result`` grows live; ``stop()`` ends it."""
-
-    def __init__(self, task: asyncio.Task[StreamResult], run: _ChatRun) -> None:
-        self._task = task
-        self._run = run
-
-    @property
-    def result(self) -> StreamResult:
-        """The result so far (its ``text`` grows while the stream runs)."""
-        return self._run.result
-
-    def done(self) -> bool:
-        """True once the stream has ended, however it ended."""
-        return self._task.done()
-
-    def stop(self) -> None:
-        """Stop the stream as the Stop button does: close the connection, keep the text."""
-        self._run.stop()
-
-    async def wait(self) -> StreamResult:
-        """Wait for the end; returns the result (failed and stopped results do not raise)."""
-        return await asyncio.shield(self._task)
-
-    def __await__(self) -> Any:
-        return self.wait().__await__()
-
-    def __repr__(self) -> str:
-        return f"<ChatTask {self.result.status}, {self.result.chunks} chunks>"
-
-
-class _StopHandle:
-    """What the Stop button calls: cancel the stream's task, from any thread."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self.error: StreamkitError | None = None  # why, when not a plain Stop (a deadline)
-        self._task: asyncio.Task[Any] | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-
-    def bind(self, task: asyncio.Task[Any], loop: asyncio.AbstractEventLoop) -> None:
-        self._task, self._loop = task, loop
-        if self.requested:
-            loop.call_soon_threadsafe(task.cancel)
-
-    def __call__(self, error: StreamkitError | None = None) -> None:
-        if not self.requested:
-            self.error = error
-        self.requested = True
-        if self._task is not None and self._loop is not None and not self._task.done():
-            self._loop.call_soon_threadsafe(self._task.cancel)
-
-
-class _ChatRun:
-    """One chat: drives the events into the result, the view and the state."""
-
-    def __init__(
-        self,
-        client: Client,
-        prompt: Prompt,
-        view: View | None,
-        state: ChatState | None,
-        request: dict[str, Any],
-    ) -> None:
-        self.client = client
-        self.view = view
-        self.state = state
-        observers: Sequence[Observer] = request.pop("observers", None) or ()
-        # Everything that sees each event, in order: the view first (the screen), then the state
-        # and any observers (metrics). All are called on the loop thread, once per event.
-        self.sinks: list[Observer] = [s for s in (view, state, *observers) if s is not None]
-        self.request = request
-        self.stop = _StopHandle()
-        self.result = StreamResult(model=request.get("model") or client.model or "")
-        if isinstance(prompt, str):
-            self.prompt_text: str | None = prompt
-            self.messages: Prompt = state.messages(prompt) if state is not None else prompt
-        else:
-            if state is not None:
-                raise UsageError("with state=, pass the prompt as a string (history is the state)")
-            self.prompt_text = None
-            self.messages = list(prompt)
-
-    def begin(self) -> None:
-        """Show the view and mark the state as streaming (in the caller's thread and cell)."""
-        if self.view is not None:
-            self.view.start(
-                model=self.result.model, prompt=self.prompt_text or "", on_stop=self.stop
-            )
-        if self.state is not None:
-            self.state.begin(self.prompt_text)
-
-    def start_task(self) -> ChatTask:
-        """Begin, then run as a task on the running loop (the Stop button cancels that task)."""
-        loop = asyncio.get_running_loop()  # first: no loop, nothing shown
-        self.begin()
-        task = loop.create_task(self.run(raise_on_error=False))
-        self.stop.bind(task, loop)
-        return ChatTask(task, self)
-
-    async def run(self, raise_on_error: bool) -> StreamResult:
-        task = asyncio.current_task()
-        if task is not None and self.stop._task is None:
-            self.stop.bind(task, asyncio.get_running_loop())
-        result, sinks = self.result, self.sinks
-        try:
-            async for event in self.client.events(self.messages, **self.request):
-                result.apply(event)
-                for sink in sinks:
-                    sink.on_event(event)
-        except StreamkitError as exc:
-            exc.partial_text = exc.partial_text or result.text
-            self._fail(exc)
-            exc.result = result  # type: ignore[attr-defined]
-            if raise_on_error:
-                raise
-        except (asyncio.CancelledError, KeyboardInterrupt) as exc:
-            how = "Stop pressed" if self.stop.requested else type(exc).__name__
-            error = self.stop.error if self.stop.requested else None
-            if error is not None:
-                error.partial_text = result.text  # stopped for a reason: a failure, not a Stop
-            self._fail(
-                error
-                or StreamCancelled(
-                    f"stopped ({how}) after {result.chunks} chunks",
-                    url=self.client.base_url,
-                    partial_text=result.text,
-                )
-            )
-            if not (self.stop.requested and isinstance(exc, asyncio.CancelledError)):
-                raise
-            if task is not None:
-                task.uncancel()  # our own Stop: the task ends normally, with a stopped result
-        finally:
-            for sink in sinks:
-                sink.finish(result)
-        return result
-
-    def _fail(self, error: StreamkitError) -> None:
-        event = StreamError(error, time.perf_counter())
-        self.result.apply(event)
-        for sink in self.sinks:
-            sink.on_event(event)
-
-
 class _WSSlot:
     """A loop's WebSocket, and the lock that makes concurrent streams share one handshake."""
 
@@ -751,87 +621,6 @@ class _WSSlot:
     def __init__(self) -> None:
         self.conn: WSConnection | None = None
         self.lock = asyncio.Lock()
-
-
-def _add_attempt_key(request: dict[str, Any]) -> str | None:
-    """Name the logical request in ``extra_body.streamkit.attempt_key`` (bundled server only).
-
-    Only when the caller already sends a ``streamkit`` field, i.e. talks to the bundled server:
-    a real provider would reject the unknown field.
-    """
-    extra = request.get("extra_body")
-    settings = extra.get("streamkit") if isinstance(extra, Mapping) else None
-    if not isinstance(settings, Mapping):
-        return None
-    key = settings.get("attempt_key")
-    if isinstance(key, str):
-        return key
-    key = uuid.uuid4().hex
-    request["extra_body"] = {**extra, "streamkit": {**settings, "attempt_key": key}}  # type: ignore[dict-item]
-    return key
-
-
-def _messages(prompt: Prompt) -> list[Mapping[str, Any]]:
-    if isinstance(prompt, str):
-        return [{"role": "user", "content": prompt}]
-    messages = list(prompt)
-    if not messages:
-        raise UsageError("messages is empty: pass a prompt string or at least one message")
-    return messages
-
-
-def _resolve_view(view: ViewArg) -> View | None:
-    if view is None:
-        return None
-    if isinstance(view, str):
-        return named_view(view)
-    return view
-
-
-def run_sync(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    """Run a coroutine to completion from sync code, even inside a running loop (a notebook).
-
-    The coroutine runs on a fresh event loop in a fresh thread: nothing loop-bound is shared, no
-    loop is re-entered, and the thread starts in the caller's cell so its output lands there.
-    Ctrl-C (a kernel interrupt) cancels the coroutine and waits for it to clean up.
-    """
-    outcome: dict[str, Any] = {}
-    ready = threading.Event()
-    holder: dict[str, Any] = {}
-
-    async def main() -> T:
-        holder["loop"] = asyncio.get_running_loop()
-        holder["task"] = asyncio.current_task()
-        ready.set()
-        return await factory()
-
-    def target() -> None:
-        try:
-            # A Runner, as asyncio.run is in 3.11, but one nest_asyncio leaves alone: its
-            # asyncio.run never closes the thread's loop (a loop and its sockets left per call).
-            with asyncio.Runner() as runner:
-                outcome["value"] = runner.run(main())
-        except BaseException as exc:  # handed to the caller's thread below
-            outcome["error"] = exc
-        finally:
-            ready.set()
-
-    thread = threading.Thread(target=target, name="streamkit-sync", daemon=True)
-    thread.start()
-    try:
-        thread.join()
-    except KeyboardInterrupt:
-        ready.wait()
-        loop, task = holder.get("loop"), holder.get("task")
-        if loop is not None and task is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(task.cancel)
-        thread.join()
-        raise
-    if "error" in outcome:
-        error: BaseException = outcome["error"]
-        raise error
-    value: T = outcome["value"]
-    return value
 
 
 _default_client: Client | None = None

@@ -30,16 +30,15 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeGuard
+from typing import TYPE_CHECKING, Any, Literal, TypeGuard
 
-from .client import Prompt, _ChatRun, run_sync
+from ._sync import run_sync
+from .chat_run import ChatRun
 from .errors import UsageError
-from .events import Event
 from .metrics import SLO, Distribution, MetricsCollector, RunSummary, percentile
+from .source import ChatSource, Prompt
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
-
     import pandas as pd
 
 __all__ = [
@@ -63,17 +62,6 @@ bursts (a thousand requests opened at once) can delay events by this much withou
 a full core. Shorter runs have too few lag samples for a p99 (their first requests also pay for
 imports and connections)."""
 _TICK = 0.05  # the loop-lag probe's period
-
-
-class ChatSource(Protocol):
-    """What a load runs against: a :class:`~streamkit.Client` or a load balancer."""
-
-    base_url: str
-    model: str | None
-
-    def events(self, prompt: Prompt, **request: Any) -> AsyncIterator[Event]:
-        """Stream one chat completion as events."""
-        ...
 
 
 # -- the experiment ----------------------------------------------------------------------------
@@ -751,9 +739,7 @@ async def _one(
     if collector is not None:
         recorder = collector.track(f"request {i}", **tags)
         request["observers"] = [recorder]
-    result = await _ChatRun(target, spec.prompt(i), None, None, request).run(  # type: ignore[arg-type]
-        raise_on_error=False
-    )
+    result = await ChatRun(target, spec.prompt(i), None, None, request).run(raise_on_error=False)
     if recorder is not None and spec.keep_text:
         recorder.tags["text"] = result.text
 

@@ -21,9 +21,12 @@ import itertools
 from collections.abc import Generator
 from typing import Any
 
-from .client import Client, Prompt, ViewArg, _ChatRun, _resolve_view
+from .chat_run import ChatRun, ViewArg
+from .client import Client
 from .errors import StreamCancelled, TotalTimeout, UsageError
+from .render import resolve_view
 from .result import StreamResult
+from .source import ChatSource, Prompt
 
 __all__ = ["ManagedStream", "StreamManager"]
 
@@ -36,7 +39,7 @@ class ManagedStream:
         result: the result so far (its text grows while the stream runs).
     """
 
-    def __init__(self, name: str, run: _ChatRun) -> None:
+    def __init__(self, name: str, run: ChatRun) -> None:
         self.name = name
         self._run = run
         self._task: asyncio.Task[StreamResult] | None = None
@@ -72,9 +75,10 @@ class StreamManager:
     """Runs chat streams concurrently under a cap, each with an optional deadline.
 
     Args:
-        client: the client to stream through; default: a new :class:`Client` on the bundled
-            server, closed with the manager. A client passed in is left open (its owner closes
-            it).
+        client: what to stream through (a :class:`Client`, a load balancer: any
+            :class:`~streamkit.source.ChatSource`); default: a new :class:`Client` on the
+            bundled server, closed with the manager. A client passed in is left open (its owner
+            closes it).
         max_concurrent: how many streams may run at once; more wait for a free slot.
         timeout: seconds each stream may run once it has a slot (waiting does not count);
             None: no deadline.
@@ -85,7 +89,7 @@ class StreamManager:
 
     def __init__(
         self,
-        client: Client | None = None,
+        client: ChatSource | None = None,
         *,
         max_concurrent: int = 8,
         timeout: float | None = None,
@@ -102,8 +106,10 @@ class StreamManager:
             not isinstance(timeout, int | float) or isinstance(timeout, bool) or not timeout > 0
         ):
             raise UsageError(f"timeout={timeout!r} is invalid: must be seconds > 0, or None")
-        self._own_client = client is None
-        self.client = client if client is not None else Client()
+        self._own_client: Client | None = None  # made here, so closed here
+        if client is None:
+            client = self._own_client = Client()
+        self.client = client
         self.max_concurrent = max_concurrent
         self.timeout = float(timeout) if timeout is not None else None
         self._slots = asyncio.Semaphore(max_concurrent)
@@ -165,7 +171,7 @@ class StreamManager:
         elif name in self._streams:
             raise UsageError(f"a stream named {name!r} exists already: pick another name")
         loop = asyncio.get_running_loop()
-        run = _ChatRun(self.client, prompt, _resolve_view(view), None, request)
+        run = ChatRun(self.client, prompt, resolve_view(view), None, request)
         stream = ManagedStream(name, run)
         self._streams[name] = stream
         task = loop.create_task(self._main(stream), name=f"streamkit {name}")
@@ -195,8 +201,8 @@ class StreamManager:
         self.cancel_all()
         tasks = [s._task for s in self._streams.values() if s._task is not None]
         await asyncio.gather(*tasks, return_exceptions=True)
-        if self._own_client:
-            await self.client.aclose()
+        if self._own_client is not None:
+            await self._own_client.aclose()
 
     async def __aenter__(self) -> StreamManager:
         return self
@@ -233,12 +239,9 @@ class StreamManager:
             task = asyncio.current_task()
             if task is not None:
                 task.uncancel()
-            run._fail(
+            return run.abandon(
                 StreamCancelled(
                     f"stream {stream.name!r} was stopped before it started",
                     url=self.client.base_url,
                 )
             )
-            for sink in run.sinks:
-                sink.finish(run.result)
-            return run.result

@@ -50,6 +50,7 @@ __all__ = [
     "auto_view",
     "delta_view",
     "named_view",
+    "resolve_view",
     "view_kind",
 ]
 
@@ -167,3 +168,13 @@ def named_view(name: str) -> View:
         return ConsoleView()
     choices = ", ".join(repr(n) for n in _VIEW_NAMES)
     raise UsageError(f"view={name!r} is unknown: use {choices} or a View")
+
+
+def resolve_view(view: View | ViewName | None) -> View | None:
+    """The view a ``view=`` argument asks for: a View as given, a name made by
+    :func:`named_view`, None for no display."""
+    if view is None:
+        return None
+    if isinstance(view, str):
+        return named_view(view)
+    return view
