@@ -8,7 +8,8 @@ has a :class:`StreamRetry` after the failed attempt's events and a new :class:`S
 the next attempt. When the next attempt resumes (``resume_after`` set), token indices carry on
 across attempts, never repeating; when it starts over (a server without event ids), the retry says
 how many tokens it ``discarded``, and indices start again at 0, so an index is always the token's
-position in the text that is kept.
+position in the text that is kept. A transport may also yield a :class:`ReconnectDelay` (the
+server's SSE ``retry:``) for the resilience layer, which consumes it.
 
 All times are ``time.perf_counter()`` seconds: monotonic, comparable within one process, and
 meaningless across processes (use them for intervals only).
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Event",
+    "ReconnectDelay",
     "StreamEnd",
     "StreamError",
     "StreamRetry",
@@ -82,11 +84,17 @@ class StreamStart:
 @dataclass(frozen=True, slots=True)
 class TokenDelta:
     """One content chunk: ``text`` is what it added, ``index`` its 0-based position among the
-    stream's content chunks, ``time`` its arrival. One chunk may carry several tokens."""
+    stream's content chunks, ``time`` its arrival. One chunk may carry several tokens.
+
+    ``event_id`` is the server's id for the stream up to this chunk (the SSE ``id`` in force, a
+    WebSocket ``seq``), once the server has given one in this attempt and ids are in use; None
+    otherwise. The resilience layer resumes after the last kept chunk's id (``Last-Event-ID``).
+    """
 
     text: str
     index: int
     time: float
+    event_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +103,19 @@ class StreamEnd:
 
     finish_reason: str | None
     usage: Usage | None
+    time: float
+
+
+@dataclass(frozen=True, slots=True)
+class ReconnectDelay:
+    """The server set its reconnection delay (the SSE ``retry:`` field, WHATWG HTML §9.2).
+
+    A transport yields it when the value changes (rarely more than once a stream); the
+    resilience layer waits at least ``delay`` seconds before the next attempt, and does not pass
+    the event on.
+    """
+
+    delay: float
     time: float
 
 
@@ -136,4 +157,4 @@ class StreamError:
     time: float
 
 
-Event = StreamStart | TokenDelta | StreamRetry | StreamEnd | StreamError
+Event = StreamStart | TokenDelta | ReconnectDelay | StreamRetry | StreamEnd | StreamError

@@ -52,7 +52,7 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from .errors import FirstTokenTimeout, IdleTimeout, ProtocolError, ReadTimeout, StreamkitError
-from .events import Event, StreamEnd, StreamRetry, TokenDelta
+from .events import Event, ReconnectDelay, StreamEnd, StreamRetry, TokenDelta
 from .retry import RetryPolicy
 
 __all__ = ["Attempt", "AttemptFactory", "Failover", "Move", "OnInterrupt", "resilient_events"]
@@ -67,10 +67,15 @@ _SLACK = 0.001
 
 @dataclass(slots=True)
 class Attempt:
-    """One attempt of a stream: what the transport is asked to do, and what it learned.
+    """One attempt of a stream: where the transport is asked to start.
 
-    The resilience layer fills the first group; the transport reads it, and fills the second as it
-    goes (a plain attribute store per token, which is all the hot path pays).
+    The resilience layer fills it; the transport reads it as a
+    :class:`~streamkit.transports._attempt.ResumeFrom` and never writes to it. What the transport
+    learns comes back as fields of its events: a token's server id as
+    :attr:`~streamkit.events.TokenDelta.event_id`, the server's ``retry:`` as a
+    :class:`~streamkit.events.ReconnectDelay`. ``event_id`` and ``reconnect_delay`` remain for
+    an attempt factory of your own that cannot put them on its events: the loop reads them when
+    the events do not carry them.
 
     Attributes:
         number: 1 for the first attempt, 2 for the first retry, …
@@ -81,9 +86,10 @@ class Attempt:
             start from the beginning.
         use_ids: False makes the transport ignore the server's ids, as if it sent none (what a
             real OpenAI endpoint does); the stream can then only be restarted.
-        event_id: set by the transport: the server's id of the last token it yielded, or None
-            while the server has given none.
-        reconnect_delay: set by the transport: the server's SSE ``retry:`` field, in seconds.
+        event_id: the server's id of the last token yielded, for a factory whose tokens do not
+            carry ``event_id``; None while the server has given none.
+        reconnect_delay: the server's SSE ``retry:`` field, in seconds, for a factory that does
+            not yield a :class:`~streamkit.events.ReconnectDelay`.
     """
 
     number: int
@@ -200,6 +206,7 @@ async def resilient_events(
             resume,
         )
         kept_before = len(kept)
+        reconnect: float | None = None  # the server's retry: in this attempt
         stream = factory(attempt)
         if timed:
             stream = _timed(stream, _Watchdog(first_token_timeout, idle_timeout, len(kept), clock))
@@ -213,8 +220,11 @@ async def resilient_events(
                                 continue
                             raise _mismatch(event, kept, attempt)
                         kept.append(event.text)
-                        last_id = attempt.event_id
+                        event_id = event.event_id
+                        last_id = event_id if event_id is not None else attempt.event_id
                         yield event
+                    elif type(event) is ReconnectDelay:
+                        reconnect = event.delay  # for this loop only: not passed on
                     else:
                         yield event
                         if type(event) is StreamEnd:
@@ -250,7 +260,9 @@ async def resilient_events(
             keep = can_resume and move.resume
         else:
             elapsed = clock() - started
-            wait = policy.next_delay(error, failures, elapsed, retry_after=attempt.reconnect_delay)
+            if reconnect is None:
+                reconnect = attempt.reconnect_delay
+            wait = policy.next_delay(error, failures, elapsed, retry_after=reconnect)
             keep = can_resume
         if wait is None:
             raise _with_text(error, kept)

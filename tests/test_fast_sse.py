@@ -22,7 +22,7 @@ import trustme
 from _util import wait_for
 
 import streamkit as sk
-from streamkit.events import Event, StreamEnd, StreamStart, TokenDelta
+from streamkit.events import Event, ReconnectDelay, StreamEnd, StreamStart, TokenDelta
 from streamkit.resume import Attempt
 from streamkit.server import RunningServer
 from streamkit.transports.fast_sse import HIGH_WATER, FastSSEPool, iter_sse, stream_chat_fast_sse
@@ -312,7 +312,9 @@ async def test_a_resumed_attempt_sends_its_last_event_id_and_learns_retry(raw: R
     assert "authorization" not in raw.seen[0].headers
     tokens = [e for e in events if isinstance(e, TokenDelta)]
     assert [(t.index, t.text) for t in tokens] == [(5, "five"), (6, "six")]
-    assert attempt.event_id == "6" and attempt.reconnect_delay == 1.5
+    assert tokens[-1].event_id == "6"
+    assert [e.delay for e in events if isinstance(e, ReconnectDelay)] == [1.5]
+    assert attempt.event_id is None and attempt.reconnect_delay is None  # never written
 
 
 async def test_iter_sse_keeps_ids_and_retry_like_generic_sse(raw: RawServer) -> None:

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import streamkit as sk
-from streamkit.events import Event, StreamEnd, StreamRetry, StreamStart, TokenDelta
+from streamkit.events import Event, ReconnectDelay, StreamEnd, StreamRetry, StreamStart, TokenDelta
 from streamkit.resume import Attempt, resilient_events
 from streamkit.retry import RetryPolicy
 
@@ -56,8 +56,7 @@ def server(
             if fail_after is not None and index >= fail_after:
                 raise error("dropped", partial_text="x" * sent)
             if ids and attempt.use_ids:
-                attempt.event_id = str(index)
-                yield TokenDelta(words[index], index, time.perf_counter())
+                yield TokenDelta(words[index], index, time.perf_counter(), str(index))
             else:
                 yield TokenDelta(words[index], attempt.first_index + sent, time.perf_counter())
         yield StreamEnd("stop", None, time.perf_counter())
@@ -218,14 +217,31 @@ async def test_permanent_errors_are_raised_at_once() -> None:
 
 async def test_the_server_retry_field_is_a_floor_on_the_wait() -> None:
     async def with_retry_field(attempt: Attempt) -> AsyncIterator[Event]:
-        attempt.reconnect_delay = 0.4
+        yield ReconnectDelay(0.4, 0.0)
         async for event in server(fail_after=1)(attempt):
             yield event
 
     factory, _ = transport([with_retry_field, server()])
     sleeps = Sleeps()
-    await collect(resilient_events(factory, policy=FAST, sleep=sleeps))
+    _, events = await collect(resilient_events(factory, policy=FAST, sleep=sleeps))
     assert sleeps.delays == [0.4]
+    assert not any(isinstance(e, ReconnectDelay) for e in events)  # consumed, not passed on
+
+
+async def test_a_factory_may_still_report_ids_and_retry_on_the_attempt() -> None:
+    # The older way for an attempt factory of one's own: write them on the Attempt.
+    async def on_the_attempt(attempt: Attempt) -> AsyncIterator[Event]:
+        attempt.reconnect_delay = 0.4
+        async for event in server(fail_after=2, ids=False)(attempt):
+            if isinstance(event, TokenDelta):
+                attempt.event_id = str(event.index)
+            yield event
+
+    factory, attempts = transport([on_the_attempt, server()])
+    sleeps = Sleeps()
+    text, _ = await collect(resilient_events(factory, policy=FAST, sleep=sleeps))
+    assert text == FULL and sleeps.delays == [0.4]
+    assert [a.last_event_id for a in attempts] == [None, "1"]
 
 
 def stalling(

@@ -175,7 +175,7 @@ async def test_chat_over_generic_sse_numbers_tokens_by_id_and_reports_them() -> 
     assert isinstance(events[0], StreamStart) and isinstance(events[-1], StreamEnd)
     tokens = [e for e in events if isinstance(e, TokenDelta)]
     assert [(t.index, t.text) for t in tokens] == [(5, "five"), (6, "six")]
-    assert attempt.event_id == "6"
+    assert tokens[-1].event_id == "6" and attempt.event_id is None  # on the event, not the attempt
     assert b'"max_tokens":9' in bodies[0].replace(b" ", b"")
     assert b'"streamkit":{"length":7}' in bodies[0].replace(b" ", b"")
 
@@ -198,7 +198,7 @@ async def test_chat_over_generic_sse_without_ids_counts_locally() -> None:
             ):
                 if isinstance(e, TokenDelta):
                     tokens.append(e)
-    assert [t.index for t in tokens] == [0, 1] and attempt.event_id is None
+    assert [t.index for t in tokens] == [0, 1] and [t.event_id for t in tokens] == [None, None]
     assert info.value.partial_text == "ab"
 
 

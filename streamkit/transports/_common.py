@@ -31,10 +31,10 @@ from ..errors import (
     StreamInterrupted,
     StreamkitError,
 )
-from ..events import StreamEnd, TokenDelta, Usage
+from ..events import ReconnectDelay, StreamEnd, TokenDelta, Usage
 
 if TYPE_CHECKING:
-    from ..resume import Attempt
+    from ._attempt import ResumeFrom
 
 __all__ = [
     "BODY_ENDS",
@@ -252,17 +252,31 @@ class ChatChunks:
     Shared by every SSE transport (through the openai SDK, httpx2 or fast-sse), so the rules live
     in one place: role-only and empty chunks are not tokens, an ``error`` object mid-stream is a
     typed error, the usage chunk (empty ``choices``) never raises, with ids in use a token's SSE
-    id numbers it (a resumed stream continues its indices), and :meth:`end` decides whether the
+    id numbers it (a resumed stream continues its indices) and rides on it as
+    :attr:`~streamkit.events.TokenDelta.event_id`, and :meth:`end` decides whether the
     body's end completes the reply. It sits on the per-token path: ``jiter`` parses (~1 µs a
     chunk against ~3.6 µs for ``json``), and nothing builds SDK models.
     """
 
-    __slots__ = ("_attempt", "_last_id", "done", "finish_reason", "index", "parts", "url", "usage")
+    __slots__ = (
+        "_last_id",
+        "_retry",
+        "_use_ids",
+        "done",
+        "event_id",
+        "finish_reason",
+        "index",
+        "parts",
+        "url",
+        "usage",
+    )
 
-    def __init__(self, url: str, attempt: Attempt | None = None) -> None:
+    def __init__(self, url: str, attempt: ResumeFrom | None = None) -> None:
         self.url = url
-        self._attempt = attempt if attempt is not None and attempt.use_ids else None
-        self._last_id = self._attempt.last_event_id if self._attempt is not None else None
+        self._use_ids = attempt is not None and attempt.use_ids
+        self._last_id = attempt.last_event_id if attempt is not None and self._use_ids else None
+        self.event_id: str | None = None  # the server's id learned in this attempt, if any
+        self._retry: float | None = None
         self.index = attempt.first_index if attempt is not None else 0
         self.parts: list[str] = []
         self.finish_reason: str | None = None
@@ -278,6 +292,13 @@ class ChatChunks:
     def complete(self) -> bool:
         """The server said the reply is over: a ``finish_reason`` or ``[DONE]`` arrived."""
         return self.done or self.finish_reason is not None
+
+    def reconnect(self, delay: float | None, now: float) -> ReconnectDelay | None:
+        """The event for the server's ``retry:`` delay (seconds), when it is new; else None."""
+        if delay is None or delay == self._retry:
+            return None
+        self._retry = delay
+        return ReconnectDelay(delay, now)
 
     def feed(self, sse: ServerSentEvent, now: float) -> TokenDelta | None:
         """Take one SSE event (arrived at ``now``); return the token it carries, if any."""
@@ -309,16 +330,15 @@ class ChatChunks:
             content = delta.get("content") if delta else None
             if content:  # role-only and empty chunks are not tokens
                 self.parts.append(content)
-                attempt = self._attempt
-                if attempt is not None:
+                if self._use_ids:
                     # WHATWG: an event carries the last id in force; a new one numbers this
                     # token. Opaque (non-numeric) ids only resume.
                     sid = sse.id
                     if sid is not None and sid != self._last_id:
-                        self._last_id = attempt.event_id = sid
+                        self._last_id = self.event_id = sid
                         if sid.isdigit():
                             self.index = int(sid)
-                token = TokenDelta(content, self.index, now)
+                token = TokenDelta(content, self.index, now, self.event_id)
                 self.index += 1
             if choice.get("finish_reason"):
                 self.finish_reason = choice["finish_reason"]

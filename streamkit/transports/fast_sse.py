@@ -14,8 +14,9 @@ The semantics are those of ``generic-sse`` (:mod:`streamkit.transports.sse`): th
 (``Last-Event-ID``, ``Authorization: Bearer``), the same events (:class:`StreamStart`,
 :class:`TokenDelta`…, :class:`StreamEnd` with usage, folded by the shared
 :class:`~streamkit.transports._common.ChatChunks`), the same typed errors with their partial
-text, and the server's ``retry:`` reported on the :class:`~streamkit.resume.Attempt`, so retry,
-resume and timeouts (:mod:`streamkit.resume`) work unchanged.
+text, the server's ids on the tokens (``event_id``) and its ``retry:`` as a
+:class:`~streamkit.events.ReconnectDelay`, so retry, resume and timeouts (:mod:`streamkit.resume`)
+work unchanged.
 
 Connections are kept alive in a :class:`FastSSEPool` (one per event loop) per (scheme, host,
 port). A connection goes back to the pool only when its response was read to the end and the
@@ -55,7 +56,7 @@ from ..errors import (
     UsageError,
 )
 from ..events import Event, StreamStart
-from ..resume import Attempt
+from ._attempt import ResumeFrom
 from ._common import (
     BODY_ENDS,
     ChatChunks,
@@ -702,12 +703,13 @@ async def stream_chat_fast_sse(
     model: str,
     messages: Iterable[Mapping[str, Any]],
     params: Mapping[str, Any] | None = None,
-    attempt: Attempt | None = None,
+    attempt: ResumeFrom | None = None,
 ) -> AsyncIterator[Event]:
     """Stream one chat completion over ``pool``, as streamkit events.
 
     Yields exactly what :func:`~streamkit.transports.sse.stream_chat_sse` yields:
-    :class:`StreamStart`, a :class:`TokenDelta` per content chunk, :class:`StreamEnd`.
+    :class:`StreamStart`, a :class:`TokenDelta` per content chunk, :class:`StreamEnd`, and a
+    :class:`~streamkit.events.ReconnectDelay` when the server sends ``retry:``.
 
     Args:
         pool: the loop's connection pool (its timeout applies).
@@ -717,7 +719,8 @@ async def stream_chat_fast_sse(
         messages: OpenAI chat messages.
         params: further body fields; ``extra_body`` is merged into the body and
             ``extra_headers`` into the headers, as the SDK does.
-        attempt: resume after ``attempt.last_event_id``; the server's ids are reported on it.
+        attempt: resume after ``attempt.last_event_id``; the server's ids come back on the
+            tokens (``event_id``).
 
     Raises:
         StreamkitError: typed, with the partial text of this attempt.
@@ -742,6 +745,10 @@ async def stream_chat_fast_sse(
                 sent_at, conn.opened_at or now, model, conn.headers.get("x-request-id")
             )
             while batch is not None:
+                if decoder.retry is not None:  # SSE retry: is in milliseconds
+                    hint = chunks.reconnect(decoder.retry / 1000, now)
+                    if hint is not None:
+                        yield hint
                 for sse in batch:
                     token = feed(sse, now)
                     if token is not None:
@@ -752,6 +759,10 @@ async def stream_chat_fast_sse(
         except _Failure as failure:
             error = failure.typed(url, chunks.partial_text)
             if not (chunks.complete and isinstance(error, BODY_ENDS)):
+                retry = decoder.retry
+                hint = chunks.reconnect(None if retry is None else retry / 1000, _clock())
+                if hint is not None:
+                    yield hint  # a retry: that arrived just before the failure
                 raise error from None
             # The reply is complete: a body that then drops or stalls ends it (ChatChunks.end).
             now = _clock()
@@ -759,8 +770,6 @@ async def stream_chat_fast_sse(
     finally:
         if not conn.idle:
             pool._discard(conn)  # left early or failed: the rest of the response is unread
-        if attempt is not None and decoder.retry is not None:
-            attempt.reconnect_delay = decoder.retry / 1000
 
 
 async def _rehearsal(base_url: str) -> None:

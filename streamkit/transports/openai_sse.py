@@ -7,10 +7,12 @@ few thousand chunks/s. So we open the request with ``with_streaming_response`` a
 bytes ourselves with :class:`~streamkit._sse.SSEDecoder` and ``jiter``: no SDK model objects on the
 hot path.
 
-Resume: given an :class:`~streamkit.resume.Attempt` that continues a stream, the request carries
-``Last-Event-ID`` (through the SDK's ``extra_headers``), and each content frame's SSE ``id`` (the
-bundled server numbers tokens from 0) becomes the token's index, so the resilience layer can check
-that nothing repeats or goes missing. Servers without ids (OpenAI itself) are counted locally.
+Resume: given an attempt that continues a stream (a :class:`~._attempt.ResumeFrom`), the request
+carries ``Last-Event-ID`` (through the SDK's ``extra_headers``), and each content frame's SSE ``id``
+(the bundled server numbers tokens from 0) becomes the token's index and its ``event_id``, so the
+resilience layer can check that nothing repeats or goes missing. Servers without ids (OpenAI
+itself) are counted locally. The server's ``retry:`` is yielded as a
+:class:`~streamkit.events.ReconnectDelay`.
 
 The clock (``StreamStart.sent_at``) starts when the SDK is handed the request, after a one-time
 rehearsal of the SDK and httpx2 code paths (:mod:`._rehearsal`), so the first request's TTFT is
@@ -36,7 +38,7 @@ from ..errors import (
     StreamkitError,
 )
 from ..events import Event, StreamStart
-from ..resume import Attempt
+from ._attempt import ResumeFrom
 from ._common import (
     BODY_ENDS,
     ChatChunks,
@@ -60,12 +62,13 @@ async def stream_chat_completion(
     model: str,
     messages: Iterable[Mapping[str, Any]],
     params: Mapping[str, Any] | None = None,
-    attempt: Attempt | None = None,
+    attempt: ResumeFrom | None = None,
 ) -> AsyncIterator[Event]:
     """Stream one chat completion as streamkit events.
 
     Yields one :class:`StreamStart`, then a :class:`TokenDelta` per content chunk, then one
-    :class:`StreamEnd`. Asks for the usage chunk (``stream_options.include_usage``); servers that
+    :class:`StreamEnd` (and a :class:`~streamkit.events.ReconnectDelay` when the server sends
+    ``retry:``). Asks for the usage chunk (``stream_options.include_usage``); servers that
     ignore it (llama.cpp) simply end with ``usage=None``.
 
     Args:
@@ -73,8 +76,9 @@ async def stream_chat_completion(
         model: the model id.
         messages: OpenAI chat messages.
         params: further request fields (``max_tokens``, ``seed``, ``extra_body``, …).
-        attempt: the attempt this is, when a resilience layer drives it: a resume sends
-            ``Last-Event-ID``, and the server's ids and ``retry:`` field are reported back on it.
+        attempt: where the attempt starts, when a resilience layer drives it: a resume sends
+            ``Last-Event-ID``. The server's ids come back on the tokens (``event_id``) and its
+            ``retry:`` field as a :class:`~streamkit.events.ReconnectDelay`.
 
     Raises:
         StreamkitError: a typed error; ``partial_text`` holds the text received before it.
@@ -118,7 +122,12 @@ async def stream_chat_completion(
             try:
                 async for raw in response.http_response.aiter_bytes():
                     now = _clock()  # one read, one arrival time: chunks in it arrived together
-                    for sse in decoder.feed(raw):
+                    events = decoder.feed(raw)
+                    if decoder.retry is not None:  # SSE retry: is in milliseconds
+                        hint = chunks.reconnect(decoder.retry / 1000, now)
+                        if hint is not None:
+                            yield hint
+                    for sse in events:
                         token = chunks.feed(sse, now)
                         if token is not None:
                             yield token
@@ -132,9 +141,6 @@ async def stream_chat_completion(
         raise
     except (openai.OpenAIError, httpx2.HTTPError) as exc:
         raise translate_error(exc, url, chunks.partial_text) from exc
-    finally:
-        if attempt is not None and decoder.retry is not None:
-            attempt.reconnect_delay = decoder.retry / 1000  # SSE retry: is in milliseconds
 
 
 async def _rehearsal(base_url: str) -> None:

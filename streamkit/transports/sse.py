@@ -36,8 +36,8 @@ from ..errors import (
     StreamkitError,
 )
 from ..events import Event, StreamStart
-from ..resume import Attempt
 from ..retry import RetryPolicy
+from ._attempt import ResumeFrom
 from ._common import (
     BODY_ENDS,
     ChatChunks,
@@ -126,11 +126,12 @@ async def iter_sse(
             if not is_event_stream(kind):
                 raise not_event_stream(url, response.status_code, kind)
             async for raw in response.aiter_raw():
-                for sse in decoder.feed(raw):
+                events = decoder.feed(raw)
+                if decoder.retry is not None:  # before the events: in force when they arrive
+                    state.retry = decoder.retry / 1000
+                for sse in events:
                     state.last_event_id = sse.id
                     yield sse
-                if decoder.retry is not None:
-                    state.retry = decoder.retry / 1000
             state.cut = bool(decoder.close().strip())
             if state.cut and not allow_cut:
                 raise StreamInterrupted(
@@ -258,12 +259,13 @@ async def stream_chat_sse(
     model: str,
     messages: Iterable[Mapping[str, Any]],
     params: Mapping[str, Any] | None = None,
-    attempt: Attempt | None = None,
+    attempt: ResumeFrom | None = None,
 ) -> AsyncIterator[Event]:
     """Stream one chat completion over plain SSE (no SDK), as streamkit events.
 
     Yields what :func:`~streamkit.transports.openai_sse.stream_chat_completion` yields:
-    :class:`StreamStart`, a :class:`TokenDelta` per content chunk, :class:`StreamEnd`.
+    :class:`StreamStart`, a :class:`TokenDelta` per content chunk, :class:`StreamEnd`, and a
+    :class:`~streamkit.events.ReconnectDelay` when the server sends ``retry:``.
 
     Args:
         client: the httpx2 client.
@@ -273,7 +275,8 @@ async def stream_chat_sse(
         messages: OpenAI chat messages.
         params: further body fields; ``extra_body`` is merged into the body and
             ``extra_headers`` into the headers, as the SDK does.
-        attempt: resume after ``attempt.last_event_id``; the server's ids are reported on it.
+        attempt: resume after ``attempt.last_event_id``; the server's ids come back on the
+            tokens (``event_id``).
 
     Raises:
         StreamkitError: typed, with the partial text of this attempt.
@@ -289,34 +292,37 @@ async def stream_chat_sse(
     sent_at = _clock()
     started = False
     try:
-        try:
-            async for sse in iter_sse(
-                client,
-                "POST",
-                url,
-                headers=headers,
-                json_body=body,
-                state=state,
-                partial=chunks.parts,
-                allow_cut=True,
-            ):
-                now = _clock()
-                if not started:
-                    started = True
-                    yield StreamStart(sent_at, state.opened_at or now, model, state.request_id)
-                token = chunks.feed(sse, now)
-                if token is not None:
-                    yield token
-        except BODY_ENDS:
-            if not chunks.complete:
-                raise
-            # The reply is complete: a body that then drops or stalls ends it (ChatChunks.end).
-        if not started:  # an empty 200 body: still a stream that opened
-            yield StreamStart(sent_at, state.opened_at or _clock(), model, state.request_id)
-        yield chunks.end(_clock(), cut=state.cut)
-    finally:
-        if attempt is not None and state.retry is not None:
-            attempt.reconnect_delay = state.retry
+        async for sse in iter_sse(
+            client,
+            "POST",
+            url,
+            headers=headers,
+            json_body=body,
+            state=state,
+            partial=chunks.parts,
+            allow_cut=True,
+        ):
+            now = _clock()
+            if not started:
+                started = True
+                yield StreamStart(sent_at, state.opened_at or now, model, state.request_id)
+            if state.retry is not None:
+                hint = chunks.reconnect(state.retry, now)
+                if hint is not None:
+                    yield hint
+            token = chunks.feed(sse, now)
+            if token is not None:
+                yield token
+    except BODY_ENDS:
+        if not chunks.complete:
+            hint = chunks.reconnect(state.retry, _clock())  # a retry: before the drop
+            if hint is not None:
+                yield hint
+            raise
+        # The reply is complete: a body that then drops or stalls ends it (ChatChunks.end).
+    if not started:  # an empty 200 body: still a stream that opened
+        yield StreamStart(sent_at, state.opened_at or _clock(), model, state.request_id)
+    yield chunks.end(_clock(), cut=state.cut)
 
 
 async def _rehearsal(base_url: str) -> None:

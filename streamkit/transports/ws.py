@@ -43,7 +43,7 @@ from ..errors import (
     StreamkitError,
 )
 from ..events import Event, StreamEnd, StreamStart, TokenDelta, Usage
-from ..resume import Attempt
+from ._attempt import ResumeFrom
 from ._common import describe, parse_retry_after, status_error
 from ._rehearsal import MESSAGES, MODEL, rehearse, rehearsed
 
@@ -392,7 +392,7 @@ async def stream_chat_ws(
     model: str,
     messages: Iterable[Mapping[str, Any]],
     params: Mapping[str, Any] | None = None,
-    attempt: Attempt | None = None,
+    attempt: ResumeFrom | None = None,
 ) -> AsyncIterator[Event]:
     """Stream one chat completion over a shared WebSocket, as streamkit events.
 
@@ -405,7 +405,8 @@ async def stream_chat_ws(
         model: the model id.
         messages: OpenAI chat messages.
         params: further body fields; ``extra_body`` is merged into the body.
-        attempt: a resume sends ``resume_after``; the server's ``seq`` is reported on it.
+        attempt: a resume sends ``resume_after``; the server's ``seq`` comes back on each
+            token as its ``event_id``.
 
     Raises:
         StreamkitError: typed, with this attempt's partial text.
@@ -418,6 +419,7 @@ async def stream_chat_ws(
     resume_after = attempt.resume_after if use_ids and attempt is not None else None
     parts: list[str] = []
     index = attempt.first_index if attempt is not None else 0
+    event_id: str | None = None  # the server's seq of the last token, once it sent one
     if not rehearsed("ws"):
         await rehearse("ws", _rehearsal)  # the first request's setup, before its clock
     sent_at = _clock()
@@ -443,8 +445,8 @@ async def stream_chat_ws(
                     seq = message.get("seq")
                     if isinstance(seq, int):
                         index = seq
-                        attempt.event_id = str(seq)  # type: ignore[union-attr]
-                yield TokenDelta(content, index, now)
+                        event_id = str(seq)
+                yield TokenDelta(content, index, now, event_id)
                 index += 1
             elif kind == "start":
                 if not started:
