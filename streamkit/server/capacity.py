@@ -25,7 +25,7 @@ from collections import OrderedDict
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .app import ServerStats
+    from .stats import ServerStats
 
 __all__ = ["Batch", "check_capacity"]
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["DEFAULT_MODEL", "MODELS", "SimModel"]
+__all__ = ["DEFAULT_MODEL", "MODELS", "SimModel", "model_card"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,3 +108,25 @@ MODELS: dict[str, SimModel] = {
 
 DEFAULT_MODEL = "sim-small"
 """The model a client should use when it has no preference."""
+
+
+def model_card(model: SimModel) -> dict[str, object]:
+    """The model as ``GET /v1/models`` lists it: OpenAI's fields, and its simulation settings."""
+    return {
+        "id": model.id,
+        "object": "model",
+        "created": model.created,
+        "owned_by": "streamkit",
+        "streamkit": {
+            "ttft": model.ttft,
+            "tokens_per_second": model.tokens_per_second,
+            "jitter": model.jitter,
+            "length_range": list(model.length_range),
+            "pricing": model.pricing,
+            "pricing_unit": "USD per 1M tokens",
+        },
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# I/O

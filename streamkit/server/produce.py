@@ -26,9 +26,9 @@ from typing import TYPE_CHECKING, Protocol
 from .faults import Drop, Malformed, NoDone, Stall, StreamFault
 
 if TYPE_CHECKING:
-    from .app import ServerStats
     from .capacity import Batch
     from .pacer import Pacer
+    from .stats import ServerStats
 
 __all__ = ["MAX_BURST", "Ending", "Wire", "produce", "resume_base"]
 

@@ -5,8 +5,8 @@ The protocol is written down in docs/protocol.md. One text frame carries one JSO
 answers each stream with ``start``, ``token``…, ``end`` (or ``error``, or ``cancelled``).
 
 Everything a stream shares with the SSE route is reused, not repeated: validation
-(:func:`~.app.parse_chat_object`), planning (:func:`~.app.plan_reply`), admission (limits,
-attempt counting, status faults: :meth:`~.app.App.admit`), and token production with pacing,
+(:func:`~.request.parse_chat_object`), planning (:func:`~.plan.plan_reply`), admission (limits,
+attempt counting, status faults: :meth:`~.core.ServerCore.admit`), and token production with pacing,
 resume and faults (:func:`~.produce.produce`). This module adds the framing and the
 per-connection bookkeeping.
 
@@ -27,26 +27,15 @@ import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from .app import (
-    Admission,
-    Plan,
-    Receive,
-    RequestError,
-    Scope,
-    Send,
-    caller_of,
-    cut_connection,
-    loads_json,
-    parse_chat_object,
-    plan_reply,
-    resume_start,
-    transport_of,
-)
+from .admission import Admission, shutting_down
+from .asgi import Receive, Scope, Send, caller_of, cut_connection, transport_of
 from .faults import stream_faults
+from .plan import Plan, plan_reply, resume_start
 from .produce import Ending, produce
+from .request import RequestError, loads_json, parse_chat_object
 
 if TYPE_CHECKING:
-    from .app import App
+    from .core import ServerCore
 
 __all__ = ["PATH", "WebSocketEndpoint", "text_frame"]
 
@@ -88,19 +77,20 @@ def text_frame(payload: bytes) -> bytes:
 
 
 class WebSocketEndpoint:
-    """Serves ``websocket`` scopes for an :class:`~.app.App`.
+    """Serves ``websocket`` scopes for a server, on the state its HTTP routes use too.
 
     Args:
-        app: the app whose models, limits, counters and pacer the streams use.
+        core: the server whose models, limits, counters and pacer the streams use
+            (:class:`~.core.ServerCore`, shared with :class:`~.app.App`).
     """
 
-    def __init__(self, app: App) -> None:
-        self._app = app
+    def __init__(self, core: ServerCore) -> None:
+        self._core = core
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (await receive())["type"] != "websocket.connect":
             return
-        app = self._app
+        core = self._core
         path: str = scope["path"]
         if len(path) > 1:
             path = path.rstrip("/")
@@ -112,20 +102,15 @@ class WebSocketEndpoint:
                     f"WebSocket endpoint is {PATH}.",
                     code="unknown_url",
                 )
-            app.authorize(scope)
-            if app.closing:
-                raise RequestError(
-                    503,
-                    "The streamkit simulator is shutting down; retry against a running server.",
-                    type="server_error",
-                    code="server_shutting_down",
-                )
+            core.authorize(scope)
+            if core.closing:
+                raise shutting_down()
         except RequestError as exc:
-            app.stats.errors += 1
+            core.stats.errors += 1
             await _refuse(send, exc)
             return
         await send({"type": "websocket.accept"})
-        await _Session(app, send, caller_of(scope)).run(receive)
+        await _Session(core, send, caller_of(scope)).run(receive)
 
 
 async def _refuse(send: Send, exc: RequestError) -> None:
@@ -148,15 +133,15 @@ async def _refuse(send: Send, exc: RequestError) -> None:
 class _Session:
     """One accepted socket: its streams by id, and the loop reading client messages."""
 
-    def __init__(self, app: App, send: Send, caller: str) -> None:
-        self._app = app
+    def __init__(self, core: ServerCore, send: Send, caller: str) -> None:
+        self._core = core
         self._send = send
         self._caller = caller
         self._streams: dict[str, asyncio.Task[None]] = {}
 
     async def run(self, receive: Receive) -> None:
         """Read messages until the client leaves; then stop every stream of the socket."""
-        stats = self._app.stats
+        stats = self._core.stats
         stats.ws_connections += 1
         stats.ws_active_connections += 1
         try:
@@ -186,7 +171,7 @@ class _Session:
 
     async def send_error(self, stream_id: str | None, exc: RequestError) -> None:
         """Send an ``error`` message for one stream (or for none, ``stream_id=None``)."""
-        self._app.stats.errors += 1
+        self._core.stats.errors += 1
         await self.send_json(
             {
                 "type": "error",
@@ -205,7 +190,7 @@ class _Session:
                 RequestError(400, "Binary frames are not part of this protocol: send JSON text."),
             )
             return
-        limit = self._app.max_body_bytes
+        limit = self._core.config.max_body_bytes
         if len(text) > limit or (not text.isascii() and len(text.encode()) > limit):
             await self.send_error(
                 None,
@@ -307,24 +292,24 @@ class _Session:
         task.cancel()
         await asyncio.wait((task,))
         if task.cancelled():  # not finished on its own in the meantime
-            self._app.stats.ws_streams_cancelled += 1
+            self._core.stats.ws_streams_cancelled += 1
             await self.send_json({"type": "cancelled", "id": stream_id})
 
     async def _stream(
         self, stream_id: str, body: object, resume_after: int | None, t0: float
     ) -> None:
-        app = self._app
-        stats = app.stats
+        core = self._core
+        stats = core.stats
         try:
             if not isinstance(body, dict):
                 raise RequestError(
                     400, "'body' must be a Chat Completions request object.", param="body"
                 )
             # WebSocket always streams: the body's own flag is overridden, not an error.
-            req = parse_chat_object({**body, "stream": True}, app.models)
+            req = parse_chat_object({**body, "stream": True}, core.models)
             plan = plan_reply(req)
             start = resume_start(resume_after, plan, "resume_after")
-            with app.admit(req, self._caller) as admission:
+            with core.admit(req, self._caller) as admission:
                 stats.ws_streams_started += 1
                 stats.ws_active_streams += 1
                 try:
@@ -337,9 +322,9 @@ class _Session:
                         start=start,
                         t0=t0,
                         faults=stream_faults(admission.faults, start, len(plan.pieces)),
-                        pacer=app.pacer(),
+                        pacer=core.pacer(),
                         stats=stats,
-                        batch=app.batch,
+                        batch=core.batch,
                     )
                     admission.release()  # before the end goes out: see Admission.release
                     if ending is Ending.FINISHED:

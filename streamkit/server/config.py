@@ -1,0 +1,131 @@
+"""Every option of the bundled server, once: :class:`ServerConfig`, taken by the app and every way
+of running it (:func:`~.app.create_app`, :func:`~.runner.serve_in_thread`,
+:func:`~.runner.run_server`, ``streamkit serve``)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from ._checks import is_int
+from .capacity import check_capacity
+from .models import MODELS, SimModel
+
+__all__ = ["DEFAULT_MAX_BODY_BYTES", "ServerConfig", "chosen_config"]
+
+DEFAULT_MAX_BODY_BYTES = 1 << 20
+"""The largest request body accepted by default (1 MiB); larger ones get 413."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    """How the simulator serves: its address, key, models, limits and capacity model.
+
+    Made once and validated on construction, so every entry point refuses a bad setting with
+    the same message. A caller is the bearer token a request carries, or its client address
+    when it carries none (:func:`~.asgi.caller_of`).
+
+    Attributes:
+        host: the address to bind (loopback by default); :func:`~.runner.run_server` refuses
+            anything but loopback without ``api_key``.
+        port: the port; 0 picks a free one.
+        api_key: if set, every ``/v1`` route requires ``Authorization: Bearer <api_key>``;
+            ``/health`` stays open.
+        api_key_source: where the key came from (``"STREAMKIT_API_KEY"``, ``"--api-key-file
+            PATH"``), named in ``streamkit serve``'s banner; never the key itself.
+        models: the models to offer, by id (default :data:`~.models.MODELS`); e.g. a slow
+            one: ``{"sim-small": dataclasses.replace(MODELS["sim-small"], ttft=0.5)}``.
+        max_concurrent_streams: completions (streamed or not, HTTP or WebSocket) one caller
+            may have in progress; more get 429. ``None``: unlimited.
+        requests_per_minute: completions one caller may start in any 60 s; more get 429 with
+            ``Retry-After``. ``None``: unlimited.
+        max_body_bytes: the largest request body (and WebSocket message) accepted (1 MiB by
+            default); larger get 413.
+        max_batch: capacity model: the most completions generating at once, over every caller
+            (vLLM's ``max_num_seqs``); later ones wait in line, first come first served, and
+            their time to first token includes the wait. ``None``: no limit.
+        decode_capacity: capacity model: decode tokens per second shared by the running batch
+            (each stream's gap is at least ``running / decode_capacity``). ``None``: each
+            stream keeps its model's rate. See :mod:`.capacity`.
+
+    Raises:
+        ValueError: no models, a port outside 0-65535, a limit that is not an integer >= 1,
+            or a ``decode_capacity`` that is not a number > 0 (the message names the setting).
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    api_key: str | None = None
+    api_key_source: str | None = None
+    models: Mapping[str, SimModel] = field(default_factory=lambda: dict(MODELS))
+    max_concurrent_streams: int | None = None
+    requests_per_minute: int | None = None
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    max_batch: int | None = None
+    decode_capacity: float | None = None
+
+    def __post_init__(self) -> None:
+        # A copy: the server's offer does not change if the caller's mapping does.
+        object.__setattr__(self, "models", dict(self.models))
+        if not self.models:
+            raise ValueError("the server needs at least one model")
+        for name, value in (
+            ("max_concurrent_streams", self.max_concurrent_streams),
+            ("requests_per_minute", self.requests_per_minute),
+            ("max_body_bytes", self.max_body_bytes),
+        ):
+            if value is not None and (not is_int(value) or value < 1):
+                raise ValueError(f"{name} must be an integer >= 1 (got {value!r})")
+        check_capacity(self.max_batch, self.decode_capacity)
+        if not is_int(self.port) or not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be an integer from 0 to 65535 (got {self.port!r})")
+
+    @property
+    def capacity_model(self) -> bool:
+        """Whether the capacity model is on (``max_batch`` or ``decode_capacity`` set)."""
+        return self.max_batch is not None or self.decode_capacity is not None
+
+    def __repr__(self) -> str:
+        # Never show the key.
+        fields = [
+            f"host={self.host!r}",
+            f"port={self.port}",
+            f"api_key={'<set>' if self.api_key is not None else None}",
+            f"models={list(self.models)}",
+        ]
+        for name in (
+            "max_concurrent_streams",
+            "requests_per_minute",
+            "max_batch",
+            "decode_capacity",
+        ):
+            value = getattr(self, name)
+            if value is not None:
+                fields.append(f"{name}={value!r}")
+        if self.max_body_bytes != DEFAULT_MAX_BODY_BYTES:
+            fields.append(f"max_body_bytes={self.max_body_bytes}")
+        return f"ServerConfig({', '.join(fields)})"
+
+
+def chosen_config(
+    config: ServerConfig | None, options: ServerConfig, defaults: ServerConfig
+) -> ServerConfig:
+    """The configuration an entry point runs with: ``config``, or else its keyword options.
+
+    Args:
+        config: the ``config=`` argument, if given.
+        options: a configuration built from the entry point's keyword arguments.
+        defaults: what ``options`` is when no keyword argument is given.
+
+    Raises:
+        TypeError: both ``config`` and keyword options were given (which would win is a
+            guess, so neither does).
+    """
+    if config is None:
+        return options
+    if options != defaults:
+        raise TypeError(
+            "pass the server's options either as config=ServerConfig(...) or as keyword "
+            "arguments, not both"
+        )
+    return config
