@@ -77,7 +77,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from .client import Client, Transport
 from .errors import UsageError
-from .load import LoadResult, LoadSpec, Progress, _progress_bar, run_load
+from .load import LoadResult, LoadSpec, run_load
+from .load.progress import Progress, progress_bar
 from .metrics import MetricsCollector
 
 if TYPE_CHECKING:
@@ -455,7 +456,7 @@ def _run(
     dask.run(_prepare, workers=addresses)
     run_id = uuid.uuid4().hex[:12]
     topic = f"streamkit-progress-{run_id}"
-    bar = _progress_bar(progress, spec.num_requests)
+    bar = progress_bar(progress, spec.num_requests)
     tracker = _Progress(bar)
     dask.subscribe_topic(topic, tracker.on_event)
     futures: list[Any] = []
