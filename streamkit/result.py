@@ -229,7 +229,7 @@ class StreamResult:
     def _repr_html_(self) -> str:
         """A compact table of the metrics and the start of the text, every value escaped."""
         from . import _html
-        from .cost import _cost_if_priced
+        from .cost.pricing import cost_if_priced
 
         rows: list[tuple[str, object]] = [("status", self.status), ("model", self.model or None)]
         if self.error is not None and self.status != "completed":
@@ -256,7 +256,7 @@ class StreamResult:
             rows.append(
                 ("usage", f"{usage.prompt_tokens} in{cached} + {usage.completion_tokens} out")
             )
-        cost = _cost_if_priced(usage, self.model)
+        cost = cost_if_priced(usage, self.model)
         if cost is not None:
             rows.append(("cost", f"{_html.usd(cost.total_usd)} ({cost.source} prices)"))
         table = _html.key_value_table("StreamResult", rows)
