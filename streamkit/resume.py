@@ -53,7 +53,7 @@ from typing import Literal, Protocol
 
 from .errors import FirstTokenTimeout, IdleTimeout, ProtocolError, ReadTimeout, StreamkitError
 from .events import Event, ReconnectDelay, StreamEnd, StreamRetry, TokenDelta
-from .retry import RetryPolicy
+from .retry import RetryPolicy, Streak
 
 __all__ = ["Attempt", "AttemptFactory", "Failover", "Move", "OnInterrupt", "resilient_events"]
 
@@ -190,8 +190,7 @@ async def resilient_events(
             ``partial_text`` is all the text kept across attempts.
     """
     policy = policy or _NO_RETRY
-    started = clock()  # when the current streak of failures without progress began
-    failures = 0  # attempts of the current streak that failed
+    streak = Streak(policy, clock)  # failed attempts in a row without progress, and since when
     kept: list[str] = []  # the text of every kept token; its length is the next index expected
     last_id: str | None = None  # the server's id of the last kept token, if it gives ids
     number = 1
@@ -252,17 +251,16 @@ async def resilient_events(
         if move is None and kept and not can_resume and not can_restart:
             raise _with_text(error, kept)
         if can_resume and len(kept) > kept_before:
-            failures, started = 0, clock()  # progress: a new streak begins with this failure
-        failures += 1
+            streak.restart()  # progress: a new streak begins with this failure
+        failures = streak.fail()
         if move is not None:
             factory = move.factory
             wait: float | None = 0.0  # another place: nothing to wait for
             keep = can_resume and move.resume
         else:
-            elapsed = clock() - started
             if reconnect is None:
                 reconnect = attempt.reconnect_delay
-            wait = policy.next_delay(error, failures, elapsed, retry_after=reconnect)
+            wait = streak.next_delay(error, retry_after=reconnect)
             keep = can_resume
         if wait is None:
             raise _with_text(error, kept)

@@ -52,7 +52,7 @@ from .errors import (
     UsageError,
 )
 
-__all__ = ["NEVER_RETRIED", "Jitter", "RetryPolicy"]
+__all__ = ["NEVER_RETRIED", "Jitter", "RetryPolicy", "Streak"]
 
 Jitter = Literal["full", "equal", "none"]
 """``full``: uniform(0, cap) (the default); ``equal``: cap/2 + uniform(0, cap/2); ``none``: cap."""
@@ -222,3 +222,42 @@ class RetryPolicy:
         if self.max_elapsed is not None and elapsed + wait > self.max_elapsed:
             return None
         return wait
+
+
+class Streak:
+    """What a :class:`RetryPolicy`'s limits count: failures in a row without progress, since when.
+
+    The one place for the rule "progress starts a new streak", shared by the resilience loop
+    (:func:`streamkit.resume.resilient_events`) and the reconnecting
+    :class:`~streamkit.transports.sse.EventSource`: a stream that moves forward may drop any
+    number of times; one that fails again and again without new data is given up on.
+
+    Args:
+        policy: the limits and the backoff.
+        clock: seconds, monotonic (``time.perf_counter``); inject a fake one in tests.
+    """
+
+    __slots__ = ("clock", "failures", "policy", "started")
+
+    def __init__(self, policy: RetryPolicy, clock: Callable[[], float]) -> None:
+        self.policy = policy
+        self.clock = clock
+        self.failures = 0  # attempts of this streak that failed
+        self.started = clock()  # when this streak began
+
+    def restart(self) -> None:
+        """New data arrived since the last failure: the next failure begins a new streak."""
+        self.failures, self.started = 0, self.clock()
+
+    def fail(self) -> int:
+        """Count one more failed attempt; return the streak's length."""
+        self.failures += 1
+        return self.failures
+
+    def next_delay(
+        self, error: StreamkitError, *, retry_after: float | None = None
+    ) -> float | None:
+        """The policy's wait after the streak's last failure, or None to give up (see
+        :meth:`RetryPolicy.next_delay`)."""
+        elapsed = self.clock() - self.started
+        return self.policy.next_delay(error, self.failures, elapsed, retry_after=retry_after)

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 import streamkit as sk
 from streamkit.events import Event, ReconnectDelay, StreamEnd, StreamRetry, StreamStart, TokenDelta
 from streamkit.resume import Attempt, resilient_events
-from streamkit.retry import RetryPolicy
+from streamkit.retry import RetryPolicy, Streak
 
 pytestmark = pytest.mark.anyio
 
@@ -370,3 +370,19 @@ async def test_any_failures_then_success_give_the_full_text_once(
         # Restarted: what each failed attempt had received is counted as discarded.
         assert result.discarded_tokens == sum(r.discarded for r in retries)
         assert len(text) == len(FULL) + sum(len("".join(WORDS[: r.discarded])) for r in retries)
+
+
+def test_a_streak_counts_failures_without_progress_on_its_clock() -> None:
+    now = [0.0]
+    policy = RetryPolicy(max_attempts=3, base_delay=1.0, jitter="none", max_elapsed=10.0)
+    streak = Streak(policy, lambda: now[0])
+    drop = sk.StreamInterrupted("dropped")
+    assert streak.fail() == 1 and streak.next_delay(drop) == 1.0
+    assert streak.fail() == 2 and streak.next_delay(drop) == 2.0
+    assert streak.fail() == 3 and streak.next_delay(drop) is None  # three in a row: give up
+    now[0] = 9.5
+    streak.restart()  # new data arrived: the count and the clock start again
+    assert (streak.failures, streak.started) == (0, 9.5)
+    assert streak.fail() == 1 and streak.next_delay(drop, retry_after=4.0) == 4.0
+    now[0] = 19.6
+    assert streak.next_delay(drop) is None  # 10.1 s into this streak: past max_elapsed

@@ -14,7 +14,9 @@ Three layers, each usable alone:
   drop it waits the server's ``retry:`` (or the :class:`~streamkit.retry.RetryPolicy`'s backoff,
   whichever is longer) and reconnects with ``Last-Event-ID`` set to the last id seen, so a
   server that keeps ids continues where the stream broke. Unlike a browser, a response that
-  *ends* cleanly ends the iteration: most HTTP streams (a chat reply) are finite.
+  *ends* cleanly ends the iteration: most HTTP streams (a chat reply) are finite. Its decisions
+  are the resilience layer's (:class:`~streamkit.retry.Streak`: the policy's limits count
+  failures in a row without new events), so the two readers retry by one set of rules.
 - :func:`stream_chat_sse`: OpenAI Chat Completions over :func:`iter_sse`, without the SDK:
   the same events as :mod:`~streamkit.transports.openai_sse`, numbered by the server's ids
   when it sends them (the bundled server does), for the resilience layer to resume.
@@ -36,7 +38,7 @@ from ..errors import (
     StreamkitError,
 )
 from ..events import Event, StreamStart
-from ..retry import RetryPolicy
+from ..retry import RetryPolicy, Streak
 from ._attempt import ResumeFrom
 from ._common import (
     BODY_ENDS,
@@ -177,7 +179,8 @@ class EventSource:
         headers: extra request headers.
         json_body: a JSON body to send with every (re)connection.
         policy: when to reconnect and how long to wait; the server's ``retry:`` is a floor.
-            None never reconnects.
+            Its limits count drops in a row without a new event, so a long-lived source that
+            keeps delivering may drop any number of times. Default: ``RetryPolicy()``.
         last_event_id: resume an earlier stream after this id.
         timeout: seconds for connecting and between reads, when the client is made here.
     """
@@ -215,9 +218,9 @@ class EventSource:
         return self.state.retry
 
     async def __aiter__(self) -> AsyncIterator[ServerSentEvent]:
-        started = _clock()
-        attempt = 1
+        streak = Streak(self.policy, _clock)
         while True:
+            progressed = False
             try:
                 async for event in iter_sse(
                     self._client,
@@ -227,16 +230,17 @@ class EventSource:
                     json_body=self.json_body,
                     state=self.state,
                 ):
+                    progressed = True
                     yield event
                 return
             except StreamkitError as error:
-                wait = self.policy.next_delay(
-                    error, attempt, _clock() - started, retry_after=self.state.retry
-                )
+                if progressed:
+                    streak.restart()  # new events since the last drop: a new streak
+                streak.fail()
+                wait = streak.next_delay(error, retry_after=self.state.retry)
                 if wait is None:
                     raise
             await asyncio.sleep(wait)
-            attempt += 1
             self.reconnects += 1
 
     async def aclose(self) -> None:
