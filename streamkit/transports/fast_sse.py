@@ -121,18 +121,9 @@ async def stream_chat_fast_sse(
     :class:`~streamkit.events.ReconnectDelay` when the server sends ``retry:``.
 
     Args:
-        pool: the loop's connection pool (its timeout applies).
-        base_url: the API root (``…/v1``).
-        api_key: sent as ``Authorization: Bearer …`` when given.
-        model: the model id.
-        messages: OpenAI chat messages.
-        params: further body fields; ``extra_body`` is merged into the body and
-            ``extra_headers`` into the headers, as the SDK does.
-        attempt: resume after ``attempt.last_event_id``; the server's ids come back on the
-            tokens (``event_id``).
-
-    Raises:
-        StreamkitError: typed, with the partial text of this attempt.
+        pool: the loop's connection pool (its timeout applies), in place of the httpx2 client;
+            the other arguments and the errors are those of
+            :func:`~streamkit.transports.sse.stream_chat_sse`.
     """
     url, headers, body = chat_request(base_url, api_key, model, messages, params)
     use_ids = attempt is not None and attempt.use_ids
