@@ -30,15 +30,15 @@ degrades like the views do: nothing live, a text summary printed when the run go
 from __future__ import annotations
 
 import asyncio
-import bisect
 import time
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..errors import UsageError
-from ..metrics import MetricsCollector, RequestRecorder, percentile
+from ..metrics import MetricsCollector, percentile
 from . import view_kind
+from ._dashboard_panels import LiveState, apply_values, new_figure, panel_values
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -48,15 +48,6 @@ __all__ = ["Dashboard"]
 
 DashboardKind = Literal["widget", "console"]
 
-# Log-spaced ITL bins: 12 per decade from 0.1 ms to 100 s.
-_ITL_EDGES: list[float] = [10 ** (-4 + i / 12) for i in range(6 * 12 + 1)]
-_STATUS_COLORS = {
-    "completed": "#1f77b4",
-    "streaming": "#9e9e9e",
-    "pending": "#9e9e9e",
-    "failed": "#d62728",
-    "stopped": "#ff7f0e",
-}
 _PLAIN_TEXT = "streamkit metrics dashboard (live plot; print(dashboard) for a text summary)"
 _PLAIN_TEXT_CONSOLE = "streamkit metrics dashboard (text: a summary once requests run)"
 # The longest a frame waits for the browser to report the previous one drawn (seconds). Past
@@ -133,82 +124,6 @@ export default () => {
 _figure_widget_class: Any = None
 
 
-class _Bins:
-    """Counts per fixed-width time bin from ``origin``; the width doubles past ``max_bins``."""
-
-    def __init__(self, width: float, max_bins: int) -> None:
-        self.width = width
-        self.max_bins = max_bins
-        self.counts: list[int] = []
-
-    def add(self, offset: float) -> None:
-        i = int(offset / self.width) if offset > 0 else 0
-        while i >= self.max_bins:
-            # Merge pairs: the panel keeps its size however long the run.
-            merged = [sum(self.counts[j : j + 2]) for j in range(0, len(self.counts), 2)]
-            self.counts = merged
-            self.width *= 2
-            i = int(offset / self.width)
-        if i >= len(self.counts):
-            self.counts.extend([0] * (i + 1 - len(self.counts)))
-        self.counts[i] += 1
-
-
-class _Live:
-    """What the panels show, updated incrementally from the collector's raw log."""
-
-    def __init__(self, bin_seconds: float, max_bins: int) -> None:
-        self.origin: float | None = None
-        self.cursors: dict[int, int] = {}
-        self.done: set[int] = set()
-        self.bins = _Bins(bin_seconds, max_bins)
-        self.itl_counts = [0] * (len(_ITL_EDGES) + 1)
-        self.itl_total = 0
-        self.ttft: dict[int, float] = {}
-        self.tokens = 0
-        self.last_chunk: float | None = None
-        self.counts = (0, 0)
-
-    def absorb(self, requests: list[RequestRecorder]) -> bool:
-        """Take in every chunk that arrived since the last call; True if anything changed."""
-        started = sum(1 for r in requests if r.status != "pending" or r.finished)
-        changed = (len(requests), started) != self.counts
-        self.counts = (len(requests), started)
-        if self.origin is None:
-            if not started:
-                return changed
-            self.origin = min(r.send_time for r in requests if r.status != "pending" or r.finished)
-        origin = self.origin
-        bins, itl_counts, edges = self.bins, self.itl_counts, _ITL_EDGES
-        for rec in requests:
-            rid = rec.id
-            if rid in self.done:
-                continue
-            times = rec.times
-            n = len(times)
-            seen = self.cursors.get(rid, 0)
-            if n > seen:
-                changed = True
-                if seen == 0:
-                    self.ttft[rid] = times[0] - rec.send_time
-                prev = times[seen - 1] if seen else None
-                for i in range(seen, n):
-                    t = times[i]
-                    bins.add(t - origin)
-                    if prev is not None:
-                        itl_counts[bisect.bisect_right(edges, t - prev)] += 1
-                        self.itl_total += 1
-                    prev = t
-                self.tokens += n - seen
-                self.cursors[rid] = n
-                if self.last_chunk is None or times[-1] > self.last_chunk:
-                    self.last_chunk = times[-1]
-            if rec.finished:
-                self.done.add(rid)
-                changed = True
-        return changed
-
-
 class Dashboard:
     """A live view of a :class:`~streamkit.metrics.MetricsCollector`: tokens/s, ITL, TTFT, errors.
 
@@ -266,7 +181,7 @@ class Dashboard:
         self.kind: DashboardKind = view_kind() if kind == "auto" else kind
         self.idle_timeout = idle_timeout
         self._clock = clock
-        self._live = _Live(bin_seconds, max_bins)
+        self._live = LiveState(bin_seconds, max_bins)
         self.widget: Any = None
         self.frames = 0
         self.frame_log: deque[tuple[float, float, float]] = deque(maxlen=10_000)
@@ -446,7 +361,7 @@ class Dashboard:
         if self.widget is not None:
             values = self._panel_values()
             with self.widget.batch_update():
-                self._apply(self.widget, values, only_changed=True)
+                apply_values(self.widget, values, self._last_values)
             self._sent_at = self._clock()
         self.frames += 1
         self.frame_log.append(
@@ -474,142 +389,22 @@ class Dashboard:
         """A static ``plotly.graph_objects.Figure`` of the current state (any frontend)."""
         self._live.absorb(self.collector.requests)
         fig = self._build(widget=False)
-        self._apply(fig, self._panel_values(), only_changed=False)
+        apply_values(fig, self._panel_values(), None)
         return fig
 
     def text(self) -> str:
         """The run summary as text (what the console fallback prints)."""
         return str(self.collector.summary())
 
-    # -- building and filling the figure ---------------------------------------------------------
+    # -- the figure ---------------------------------------------------------------------------
 
     def _build(self, *, widget: bool) -> Any:
-        import plotly.graph_objects as go
-        from plotly.subplots import make_subplots
-
-        fig = make_subplots(
-            rows=2,
-            cols=2,
-            subplot_titles=(
-                "output tokens/s",
-                "inter-token latency (all gaps)",
-                "time to first token per request",
-                "retries and errors",
-            ),
-            horizontal_spacing=0.1,
-            vertical_spacing=0.18,
-        )
-        fig.add_trace(
-            go.Scatter(x=[], y=[], mode="lines", line={"shape": "hv"}, name="tokens/s"), 1, 1
-        )
-        fig.add_trace(
-            go.Scatter(x=[], y=[], mode="lines", line={"shape": "hv"}, fill="tozeroy", name="ITL"),
-            1,
-            2,
-        )
-        fig.add_trace(go.Scatter(x=[], y=[], mode="markers", marker={"size": 6}, name="TTFT"), 2, 1)
-        fig.add_trace(go.Bar(x=[], y=[], name="retries / errors"), 2, 2)
-        fig.update_xaxes(title_text="seconds since the first send", row=1, col=1)
-        fig.update_xaxes(title_text="ms (log scale)", type="log", row=1, col=2)
-        fig.update_xaxes(title_text="request", row=2, col=1)
-        fig.update_yaxes(title_text="tokens/s", rangemode="tozero", row=1, col=1)
-        fig.update_yaxes(title_text="gaps", rangemode="tozero", row=1, col=2)
-        fig.update_yaxes(title_text="ms", rangemode="tozero", row=2, col=1)
-        fig.update_yaxes(title_text="count", rangemode="tozero", row=2, col=2)
-        fig.update_layout(
-            height=520,
-            showlegend=False,
-            margin={"t": 70, "b": 40, "l": 50, "r": 20},
-            title={"text": "waiting for streams…", "font": {"size": 14}},
-        )
+        fig = new_figure()
         return _shared_module_figure_widget(fig) if widget else fig
 
     def _panel_values(self) -> dict[str, Any]:
-        live = self._live
-        now = self._clock()
-        bins = live.bins
-        width = bins.width
-        rate_x = [i * width for i in range(len(bins.counts))]
-        rate_y = [c / width for c in bins.counts]
-        active = self.collector.active > 0
-        if rate_y and live.origin is not None:
-            # The last bin is partial (still filling, or the run ended inside it): divide by the
-            # time it covers, and leave it out while that is too short to say anything.
-            end = now if active else (live.last_chunk if live.last_chunk is not None else now)
-            span = min(width, end - live.origin - rate_x[-1])
-            if span >= width / 2:
-                rate_y[-1] = bins.counts[-1] / span
-            else:
-                del rate_x[-1], rate_y[-1]
-        # Display bins 1..len(edges)-1; gaps under 0.1 ms (chunks read together) join the
-        # first, gaps over 100 s the last, so a log axis can show every gap.
-        counts = live.itl_counts[1:-1]
-        counts[0] += live.itl_counts[0]
-        counts[-1] += live.itl_counts[-1]
-        used = [i for i, c in enumerate(counts) if c]
-        itl_x: list[float] = []
-        itl_y: list[int] = []
-        if used:
-            lo, hi = used[0], used[-1]
-            itl_x = [_ITL_EDGES[i] * 1000 for i in range(lo, hi + 2)]
-            itl_y = [*counts[lo : hi + 1], counts[hi]]
-        recs = self.collector.requests
-        ttft_ids = sorted(live.ttft)
-        colors = [_STATUS_COLORS.get(recs[i].status, "#9e9e9e") for i in ttft_ids]
-        causes: dict[str, int] = {}
-        errors: dict[str, int] = {}
-        for rec in recs:
-            for r in rec.retries:
-                causes[r.cause] = causes.get(r.cause, 0) + 1
-            if rec.error is not None and rec.status in ("failed", "stopped"):
-                errors[rec.error.kind] = errors.get(rec.error.kind, 0) + 1
-        bar_x = [f"retry: {k}" for k in sorted(causes)] + [f"error: {k}" for k in sorted(errors)]
-        bar_y = [causes[k] for k in sorted(causes)] + [errors[k] for k in sorted(errors)]
-        bar_c = ["#ff7f0e"] * len(causes) + ["#d62728"] * len(errors)
-        if not bar_x:
-            bar_x, bar_y, bar_c = ["retries", "errors"], [0, 0], ["#ff7f0e", "#d62728"]
-        done = len(live.done)
-        failed = sum(1 for r in recs if r.status == "failed")
-        ttfts = list(live.ttft.values())
-        p50 = percentile(ttfts, 50)
-        now_rate = rate_y[-1] if rate_y and active else None
-        title = (
-            f"{len(recs)} requests · {done} done · {self.collector.active} active · "
-            f"{failed} failed · {live.tokens} chunks"
-            + (f" · now {now_rate:.0f} tok/s" if now_rate is not None else "")
-            + (f" · TTFT p50 {p50 * 1000:.0f} ms" if p50 is not None else "")
-        )
-        return {
-            "rate": (rate_x, rate_y),
-            "itl": (itl_x, itl_y),
-            "ttft": (ttft_ids, [live.ttft[i] * 1000 for i in ttft_ids], colors),
-            "bars": (bar_x, bar_y, bar_c),
-            "title": title,
-        }
-
-    def _apply(self, fig: Any, values: dict[str, Any], *, only_changed: bool) -> None:
-        last = self._last_values if only_changed else {}
-
-        def fresh(key: str) -> bool:
-            if only_changed and last.get(key) == values[key]:
-                return False
-            last[key] = values[key]
-            return True
-
-        if fresh("rate"):
-            fig.data[0].x, fig.data[0].y = values["rate"]
-        if fresh("itl"):
-            fig.data[1].x, fig.data[1].y = values["itl"]
-        if fresh("ttft"):
-            x, y, colors = values["ttft"]
-            fig.data[2].x, fig.data[2].y = x, y
-            fig.data[2].marker.color = colors
-        if fresh("bars"):
-            x, y, colors = values["bars"]
-            fig.data[3].x, fig.data[3].y = x, y
-            fig.data[3].marker.color = colors
-        if fresh("title"):
-            fig.layout.title.text = values["title"]
+        collector = self.collector
+        return panel_values(self._live, collector.requests, collector.active, self._clock())
 
 
 def _execution_count() -> int | None:
