@@ -134,7 +134,9 @@ def resolve_api_key(
 
 
 def run(args: argparse.Namespace) -> int:
-    """Serve until interrupted."""
+    """Serve until interrupted: the options go to :func:`~streamkit.server.run_server` as they
+    are, which makes them one :class:`~streamkit.server.config.ServerConfig` (and refuses a bad
+    one by name)."""
     from ..server import run_server
 
     api_key, source = resolve_api_key(args.api_key, args.api_key_file)

@@ -10,11 +10,16 @@ Notebooks, tests and benchmarks stream from it offline::
 
 Per-request simulation settings travel in the body field ``streamkit`` (the openai SDK sends it
 with ``extra_body={"streamkit": {"ttft": 0.2, "tokens_per_second": 50}}``).
+
+Every option of the server lives in one :class:`ServerConfig`; :func:`create_app`,
+:func:`serve_in_thread`, :func:`run_server` and ``streamkit serve`` take it, or build it from
+their keyword arguments.
 """
 
 from __future__ import annotations
 
 from .app import App, ServerStats, create_app
+from .config import ServerConfig
 from .models import DEFAULT_MODEL, MODELS, SimModel
 from .runner import RunningServer, default_server, run_server, serve_in_thread
 
@@ -23,6 +28,7 @@ __all__ = [
     "MODELS",
     "App",
     "RunningServer",
+    "ServerConfig",
     "ServerStats",
     "SimModel",
     "create_app",

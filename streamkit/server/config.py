@@ -6,12 +6,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
+from ..errors import UsageError
 from ._checks import is_int
 from .capacity import check_capacity
 from .models import MODELS, SimModel
 
-__all__ = ["DEFAULT_MAX_BODY_BYTES", "ServerConfig", "chosen_config"]
+__all__ = ["DEFAULT_MAX_BODY_BYTES", "ServerConfig", "checked_config", "chosen_config"]
 
 DEFAULT_MAX_BODY_BYTES = 1 << 20
 """The largest request body accepted by default (1 MiB); larger ones get 413."""
@@ -129,3 +131,18 @@ def chosen_config(
             "arguments, not both"
         )
     return config
+
+
+def checked_config(**options: Any) -> ServerConfig:
+    """A :class:`ServerConfig` made from ``options``, a bad setting refused as a usage error.
+
+    For the entry points that face a person (:func:`~.runner.serve_in_thread`,
+    :func:`~.runner.run_server`, ``streamkit serve``); the app itself raises ``ValueError``.
+
+    Raises:
+        UsageError: a setting :class:`ServerConfig` refuses (the message names it).
+    """
+    try:
+        return ServerConfig(**options)
+    except ValueError as exc:
+        raise UsageError(f"cannot start the simulator: {exc}") from exc

@@ -22,8 +22,9 @@ import uvicorn
 from uvicorn.config import LOGGING_CONFIG
 
 from ..errors import UsageError
-from .app import DEFAULT_MAX_BODY_BYTES, App, create_app
-from .models import SimModel
+from .app import App
+from .config import DEFAULT_MAX_BODY_BYTES, ServerConfig, checked_config, chosen_config
+from .models import MODELS, SimModel
 
 __all__ = ["RunningServer", "default_server", "run_server", "serve_in_thread"]
 
@@ -80,25 +81,9 @@ def _config(app: App, *, configure_logging: bool) -> uvicorn.Config:
     )
 
 
-def _make_app(
-    api_key: str | None,
-    max_concurrent_streams: int | None,
-    requests_per_minute: int | None,
-    max_body_bytes: int,
-    models: Mapping[str, SimModel] | None = None,
-    max_batch: int | None = None,
-    decode_capacity: float | None = None,
-) -> App:
+def _make_app(config: ServerConfig) -> App:
     try:
-        return create_app(
-            api_key=api_key,
-            models=models,
-            max_concurrent_streams=max_concurrent_streams,
-            requests_per_minute=requests_per_minute,
-            max_body_bytes=max_body_bytes,
-            max_batch=max_batch,
-            decode_capacity=decode_capacity,
-        )
+        return App(config)
     except ValueError as exc:
         raise UsageError(f"cannot start the simulator: {exc}") from exc
 
@@ -232,6 +217,7 @@ def serve_in_thread(
     models: Mapping[str, SimModel] | None = None,
     max_batch: int | None = None,
     decode_capacity: float | None = None,
+    config: ServerConfig | None = None,
 ) -> RunningServer:
     """Start the simulator in a daemon thread and return once it accepts connections.
 
@@ -250,6 +236,8 @@ def serve_in_thread(
             later ones wait in line, FIFO, and their TTFT includes the wait. ``None``: no limit.
         decode_capacity: capacity model: decode tokens per second shared by the running batch.
             ``None``: each stream keeps its model's rate.
+        config: every setting at once (:class:`~.config.ServerConfig`), instead of the
+            keyword arguments above (not both).
 
     Returns:
         The running server; call ``.stop()`` (or use ``with``) when done.
@@ -258,16 +246,22 @@ def serve_in_thread(
         UsageError: the address cannot be bound, a limit is not an integer >= 1, ``models``
             is empty, or ``decode_capacity`` is not a number > 0.
         RuntimeError: the server did not start within 10 seconds.
+        TypeError: both ``config`` and keyword options given.
     """
-    app = _make_app(
-        api_key,
-        max_concurrent_streams,
-        requests_per_minute,
-        max_body_bytes,
-        models,
-        max_batch,
-        decode_capacity,
+    options = checked_config(
+        host=host,
+        port=port,
+        api_key=api_key,
+        models=MODELS if models is None else models,
+        max_concurrent_streams=max_concurrent_streams,
+        requests_per_minute=requests_per_minute,
+        max_body_bytes=max_body_bytes,
+        max_batch=max_batch,
+        decode_capacity=decode_capacity,
     )
+    config = chosen_config(config, options, ServerConfig())
+    app = _make_app(config)
+    host, port = config.host, config.port
     sock = _bind(host, port)
     server = _Server(_config(app, configure_logging=False), app)
     failure: list[BaseException] = []
@@ -291,7 +285,7 @@ def serve_in_thread(
             why = f": {failure[0]!r}" if failure else f" within {_START_TIMEOUT:.0f} s"
             raise RuntimeError(f"the streamkit simulator did not start on {host}:{port}{why}")
         time.sleep(0.005)
-    return RunningServer(app, server, thread, sock, api_key)
+    return RunningServer(app, server, thread, sock, config.api_key)
 
 
 _default: RunningServer | None = None
@@ -340,6 +334,7 @@ def run_server(
     max_batch: int | None = None,
     decode_capacity: float | None = None,
     api_key_source: str | None = None,
+    config: ServerConfig | None = None,
 ) -> None:
     """Serve in the foreground until interrupted (``streamkit serve``).
 
@@ -355,43 +350,52 @@ def run_server(
         api_key_source: where the key came from (``"STREAMKIT_API_KEY"``, ``"--api-key-file
             PATH"``), named in the banner so a key picked up from the environment is no
             surprise. The banner, like every message here, never shows the key itself.
+        config: every setting at once (:class:`~.config.ServerConfig`), instead of the
+            keyword arguments above (not both).
 
     Raises:
         UsageError: a non-loopback host without an API key, a limit that is not an integer
             >= 1, a ``decode_capacity`` that is not a number > 0, or an address that cannot
             be bound.
         KeyboardInterrupt: on Ctrl-C, after a clean shutdown (uvicorn re-raises the signal).
+        TypeError: both ``config`` and keyword options given.
     """
+    options = checked_config(
+        host=host,
+        port=port,
+        api_key=api_key,
+        api_key_source=api_key_source,
+        max_concurrent_streams=max_concurrent_streams,
+        requests_per_minute=requests_per_minute,
+        max_body_bytes=max_body_bytes,
+        max_batch=max_batch,
+        decode_capacity=decode_capacity,
+    )
+    config = chosen_config(config, options, ServerConfig(port=8000))
+    host, api_key = config.host, config.api_key
     if not _is_loopback(host) and not api_key:
         raise UsageError(
             f"refusing to serve on {host} without an API key: anyone who can reach this machine "
             "could use the server. Set STREAMKIT_API_KEY or pass --api-key-file PATH (or "
             "--api-key KEY, which other users can see in ps), or bind to 127.0.0.1."
         )
-    app = _make_app(
-        api_key,
-        max_concurrent_streams,
-        requests_per_minute,
-        max_body_bytes,
-        max_batch=max_batch,
-        decode_capacity=decode_capacity,
-    )
-    sock = _bind(host, port)
+    app = _make_app(config)
+    sock = _bind(host, config.port)
     bound = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
     if not api_key:
         auth = ""
-    elif api_key_source:
-        auth = f" (API key required, from {api_key_source})"
+    elif config.api_key_source:
+        auth = f" (API key required, from {config.api_key_source})"
     else:
         auth = " (API key required)"
     limits = "".join(
         f"; {name} {value}"
         for name, value in (
-            ("max concurrent streams", max_concurrent_streams),
-            ("requests/minute", requests_per_minute),
-            ("max batch", max_batch),
-            ("decode capacity (tok/s)", decode_capacity),
+            ("max concurrent streams", config.max_concurrent_streams),
+            ("requests/minute", config.requests_per_minute),
+            ("max batch", config.max_batch),
+            ("decode capacity (tok/s)", config.decode_capacity),
         )
         if value is not None
     )
