@@ -65,10 +65,6 @@ if TYPE_CHECKING:
     )
     from .client import (
         Client,
-        chat,
-        chat_sync,
-        default_client,
-        start_chat,
     )
     from .cost import (
         Cost,
@@ -139,6 +135,12 @@ if TYPE_CHECKING:
         ServerProcess,
         serve_in_subprocess,
     )
+    from .shortcuts import (
+        chat,
+        chat_sync,
+        default_client,
+        start_chat,
+    )
     from .source import (
         ChatSource,
     )
@@ -190,18 +192,18 @@ _LAZY = {
     "View": ".render",
     "WidgetView": ".render.widget",
     "auto_view": ".render",
-    "chat": ".client",
-    "chat_sync": ".client",
+    "chat": ".shortcuts",
+    "chat_sync": ".shortcuts",
     "cost_of": ".cost",
     "count_tokens": ".cost",
-    "default_client": ".client",
+    "default_client": ".shortcuts",
     "default_server": ".server",
     "estimate_cost": ".cost",
     "run_load": ".load",
     "run_load_sync": ".load",
     "serve_in_subprocess": ".server.process",
     "serve_in_thread": ".server",
-    "start_chat": ".client",
+    "start_chat": ".shortcuts",
 }
 
 

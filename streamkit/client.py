@@ -1,4 +1,4 @@
-"""The public way to stream a chat: :class:`Client` and its one-call shortcuts.
+"""The public way to stream a chat: :class:`Client` (its one-call shortcuts: :mod:`.shortcuts`).
 
 ``await client.chat(prompt)`` streams into a view (a live widget in JupyterLab, text elsewhere) and
 returns a :class:`~streamkit.result.StreamResult`. ``client.events(prompt)`` is the raw async
@@ -25,14 +25,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
 import weakref
 from collections.abc import AsyncIterator, Mapping
-from typing import Any, Literal
+from typing import Any
 
 import httpx2
 import openai
 
+from ._client_options import (
+    DEFAULT_RETRY,
+    LOCAL_KEY,
+    TRANSPORTS,
+    Transport,
+    check_options,
+    request_body,
+)
 from ._sync import run_sync
 from .chat_run import ChatRun, ChatTask, Observer, ViewArg
 from .endpoint import ModelInfo, choose_model, list_models, resolve_endpoint
@@ -55,19 +62,10 @@ __all__ = [
     "Observer",
     "Transport",
     "ViewArg",
-    "chat",
-    "chat_sync",
-    "default_client",
     "run_sync",
-    "start_chat",
 ]
 
-Transport = Literal["sse", "generic-sse", "fast-sse", "ws"]
-_TRANSPORTS = ("sse", "generic-sse", "fast-sse", "ws")
-_LOCAL_KEY = "streamkit-local"  # the bundled server needs no key; the SDK insists on one
-DEFAULT_RETRY = RetryPolicy()
-"""The policy a :class:`Client` uses unless told otherwise: up to 5 attempts in a row without
-progress (a resume that brings new tokens starts the count again), full-jitter backoff."""
+_TRANSPORTS = TRANSPORTS  # the name older code imports
 
 
 class Client:
@@ -121,33 +119,16 @@ class Client:
         idle_timeout: float | None = None,
         resume: bool = True,
     ) -> None:
-        if not isinstance(timeout, int | float) or isinstance(timeout, bool) or timeout <= 0:
-            raise UsageError(f"timeout={timeout!r} is invalid: must be a number of seconds > 0")
-        if not isinstance(max_retries, int) or isinstance(max_retries, bool) or max_retries < 0:
-            raise UsageError(f"max_retries={max_retries!r} is invalid: must be an integer >= 0")
-        if transport not in _TRANSPORTS:
-            raise UsageError(
-                f"transport={transport!r} is invalid: use 'sse' (the openai SDK), "
-                "'generic-sse' (httpx2), 'fast-sse' (asyncio + httptools) or 'ws' (WebSocket)"
-            )
-        if retry is not None and not isinstance(retry, RetryPolicy):
-            raise UsageError(
-                f"retry={retry!r} is invalid: pass a RetryPolicy(...), or None for no retries"
-            )
-        if on_interrupt not in ("raise", "restart"):
-            raise UsageError(f"on_interrupt={on_interrupt!r} is invalid: use 'raise' or 'restart'")
-        for name, value in (
-            ("first_token_timeout", first_token_timeout),
-            ("idle_timeout", idle_timeout),
-        ):
-            if value is not None and (
-                not isinstance(value, int | float) or isinstance(value, bool) or not value > 0
-            ):
-                raise UsageError(
-                    f"{name}={value!r} is invalid: must be a number of seconds > 0, or None"
-                )
-        if not isinstance(resume, bool):
-            raise UsageError(f"resume={resume!r} is invalid: must be True or False")
+        check_options(
+            timeout=timeout,
+            max_retries=max_retries,
+            transport=transport,
+            retry=retry,
+            on_interrupt=on_interrupt,
+            first_token_timeout=first_token_timeout,
+            idle_timeout=idle_timeout,
+            resume=resume,
+        )
         endpoint = resolve_endpoint(base_url, api_key, model)
         base_url, api_key, model = endpoint.base_url, endpoint.api_key, endpoint.model
         if base_url is None:
@@ -155,7 +136,7 @@ class Client:
 
             server = default_server()
             base_url = server.base_url
-            api_key = api_key or _LOCAL_KEY
+            api_key = api_key or LOCAL_KEY
             model = model or "sim-small"
         elif not base_url.startswith(("http://", "https://")):
             where = (
@@ -213,7 +194,7 @@ class Client:
         """
         from .server import default_server
 
-        return cls(default_server().base_url, _LOCAL_KEY, model, **options)
+        return cls(default_server().base_url, LOCAL_KEY, model, **options)
 
     @classmethod
     def from_env(cls, **options: Any) -> Client | None:
@@ -494,14 +475,9 @@ class Client:
             StreamkitError: the model could not be resolved, or a field is invalid.
         """
         model = request.pop("model", None) or await self.resolve_model()
-        body = self._request(
-            model,
-            request.pop("max_tokens", None),
-            request.pop("seed", None),
-            request.pop("temperature", None),
-            request.pop("extra_body", None),
-            request,
-        )
+        get = request.pop  # the named fields out, the rest passed on as they are
+        tokens, seed, heat = get("max_tokens", None), get("seed", None), get("temperature", None)
+        body = self._request(model, tokens, seed, heat, get("extra_body", None), request)
         del body["model"]
         return self._factory(model, messages_of(prompt), body)
 
@@ -531,23 +507,9 @@ class Client:
         extra_body: Mapping[str, Any] | None,
         params: Mapping[str, Any],
     ) -> dict[str, Any]:
-        model = model or self.model
-        if not model:  # events() resolves it first; kept for direct callers
-            raise UsageError(f"no model given for {self.base_url}: pass model= to Client or chat")
-        if max_tokens is not None and (
-            not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1
-        ):
-            raise UsageError(f"max_tokens={max_tokens!r} is invalid: must be an integer >= 1")
-        request: dict[str, Any] = {"model": model, **params}
-        if max_tokens is not None:
-            request["max_tokens"] = max_tokens
-        if seed is not None:
-            request["seed"] = seed
-        if temperature is not None:
-            request["temperature"] = temperature
-        if extra_body:
-            request["extra_body"] = dict(extra_body)
-        return request
+        return request_body(
+            model or self.model, self.base_url, max_tokens, seed, temperature, extra_body, params
+        )
 
     # -- chat into a view ------------------------------------------------------------------------
 
@@ -623,33 +585,13 @@ class _WSSlot:
         self.lock = asyncio.Lock()
 
 
-_default_client: Client | None = None
-_default_lock = threading.Lock()
+# The shortcuts live in streamkit.shortcuts; their names here resolve on use (PEP 562).
+_SHORTCUTS = ("chat", "chat_sync", "default_client", "start_chat")
 
 
-def default_client() -> Client:
-    """The process-wide client of the module-level shortcuts: the bundled server, ``sim-small``.
+def __getattr__(name: str) -> Any:
+    if name in _SHORTCUTS:
+        from . import shortcuts
 
-    The shortcuts (``sk.chat``…) are the offline playground and stay on the simulator even when
-    ``OPENAI_BASE_URL`` is set; ``Client()`` follows the environment.
-    """
-    global _default_client
-    with _default_lock:
-        if _default_client is None:
-            _default_client = Client.bundled()
-        return _default_client
-
-
-async def chat(prompt: Prompt, **kwargs: Any) -> StreamResult:
-    """:meth:`Client.chat` on the bundled server (see :func:`default_client`)."""
-    return await default_client().chat(prompt, **kwargs)
-
-
-def start_chat(prompt: Prompt, **kwargs: Any) -> ChatTask:
-    """:meth:`Client.start_chat` on the bundled server (see :func:`default_client`)."""
-    return default_client().start_chat(prompt, **kwargs)
-
-
-def chat_sync(prompt: Prompt, **kwargs: Any) -> StreamResult:
-    """:meth:`Client.chat_sync` on the bundled server (see :func:`default_client`)."""
-    return default_client().chat_sync(prompt, **kwargs)
+        return getattr(shortcuts, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -176,7 +176,7 @@ async def run_load(
     if not isinstance(spec, LoadSpec):
         raise UsageError(f"spec={spec!r} is invalid: pass a streamkit.load.LoadSpec(...)")
     if target is None:
-        from ..client import default_client
+        from ..shortcuts import default_client
 
         target = default_client()
     collector = collector if collector is not None else MetricsCollector()
