@@ -33,7 +33,7 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from ..errors import UsageError
 from ..metrics import MetricsCollector, percentile
@@ -47,6 +47,13 @@ if TYPE_CHECKING:
 __all__ = ["Dashboard"]
 
 DashboardKind = Literal["widget", "console"]
+
+
+class Timer(Protocol):
+    """A scheduled frame, as ``call_later`` returns it (an :class:`asyncio.TimerHandle`)."""
+
+    def cancel(self) -> None: ...
+
 
 _PLAIN_TEXT = "streamkit metrics dashboard (live plot; print(dashboard) for a text summary)"
 _PLAIN_TEXT_CONSOLE = "streamkit metrics dashboard (text: a summary once requests run)"
@@ -147,6 +154,9 @@ class Dashboard:
         idle_timeout: stop the timer after this many seconds without any change, even if a
             tracked request never started (a start re-arms it).
         clock: the clock for "now"; the events' clock (``perf_counter``) by default.
+        call_later: schedules the frame timer, ``call_later(delay, callback)`` returning a
+            handle with ``cancel()``; by default the dashboard's asyncio loop's. A test passes
+            a scheduler on the same hand-driven clock as ``clock``, so frames fire on its time.
 
     Attributes:
         kind: ``"widget"`` or ``"console"``.
@@ -167,6 +177,7 @@ class Dashboard:
         max_bins: int = 240,
         idle_timeout: float = 10.0,
         clock: Callable[[], float] = time.perf_counter,
+        call_later: Callable[[float, Callable[[], None]], Timer] | None = None,
     ) -> None:
         if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 < rate <= 60:
             raise UsageError(
@@ -185,7 +196,8 @@ class Dashboard:
         self.widget: Any = None
         self.frames = 0
         self.frame_log: deque[tuple[float, float, float]] = deque(maxlen=10_000)
-        self._timer: asyncio.TimerHandle | None = None
+        self._call_later = call_later
+        self._timer: Timer | None = None
         self._loop: asyncio.AbstractEventLoop | None = _running_loop()
         self._last_change = clock()
         self._last_values: dict[str, Any] = {}
@@ -285,7 +297,8 @@ class Dashboard:
 
     def _arm(self) -> None:
         if self._timer is None and self._loop is not None:
-            self._timer = self._loop.call_later(1.0 / self.rate, self._tick)
+            call_later = self._call_later or self._loop.call_later
+            self._timer = call_later(1.0 / self.rate, self._tick)
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:
