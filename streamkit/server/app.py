@@ -27,10 +27,9 @@ Routes: ``GET /health``, ``GET /v1/models``, ``GET /v1/models/{id}``,
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from .admission import Admission, shutting_down
@@ -49,12 +48,10 @@ from .asgi import (
     watched,
 )
 from .body import last_event_id, read_body
-from .capacity import Batch
 from .config import DEFAULT_MAX_BODY_BYTES, ServerConfig, chosen_config
 from .core import ServerCore
-from .faults import AttemptCounter, Drop, Fault, Malformed, Stall, stream_faults
+from .faults import Drop, Fault, Malformed, Stall, stream_faults
 from .models import MODELS, SimModel, model_card
-from .pacer import Pacer
 from .plan import Plan, plan_reply, resume_start
 from .produce import Ending, produce
 from .request import (
@@ -98,33 +95,18 @@ __all__ = [
 ]
 
 
-class App:
-    """The simulator as an ASGI 3 application.
+class App(ServerCore):
+    """The simulator as an ASGI 3 application: the HTTP routes on a :class:`~.core.ServerCore`.
 
-    Args:
-        api_key: if set, every ``/v1`` route requires ``Authorization: Bearer <api_key>``. A
-            :class:`~.config.ServerConfig` here is taken as ``config``.
-        models: the models to offer (default :data:`~.models.MODELS`).
-        max_concurrent_streams: completions (streamed or not, HTTP or WebSocket) one caller may
-            have in progress; more get 429. ``None``: unlimited.
-        requests_per_minute: completions one caller may start in any 60 s; more get 429 with
-            ``Retry-After``. ``None``: unlimited.
-        max_body_bytes: the largest request body (and WebSocket message) accepted; larger get
-            413.
-        max_batch: the most completions generating at once, over every caller (vLLM's
-            ``max_num_seqs``); later ones wait in line, first come first served, and their time
-            to first token counts from when they get a place. ``None``: no limit.
-        decode_capacity: decode tokens per second shared by the running batch: a stream's
-            gap is at least ``running / decode_capacity``. ``None``: each stream keeps its
-            model's rate. See :mod:`.capacity`.
-        config: every setting at once, instead of the keyword arguments above (not both).
+    The arguments are the :class:`~.config.ServerConfig` settings of the same names (a
+    ``ServerConfig`` as the first argument is taken as ``config``); ``config`` gives them all at
+    once instead (not both).
 
     A caller is the bearer token a request carries, or its client address when it carries none
     (:func:`caller_of`).
 
     Attributes:
         config: the server's settings (:class:`~.config.ServerConfig`).
-        core: the state shared with the WebSocket endpoint (:class:`~.core.ServerCore`).
         stats: live counters (:class:`ServerStats`).
         models: the models on offer, by id.
         attempts: attempts counted per ``streamkit.attempt_key``.
@@ -155,84 +137,14 @@ class App:
             max_batch=max_batch,
             decode_capacity=decode_capacity,
         )
-        self.config = chosen_config(config, options, ServerConfig())
-        self.core = ServerCore(self.config)
+        super().__init__(chosen_config(config, options, ServerConfig()))
         self._inflight: set[asyncio.Task[Any]] = set()
-        self._ws = WebSocketEndpoint(self.core)
+        self._ws = WebSocketEndpoint(self)
 
     def __repr__(self) -> str:
         # Never show the key.
         auth = "key required" if self.config.api_key is not None else "no key"
         return f"<streamkit App models={list(self.models)} {auth}>"
-
-    @property
-    def stats(self) -> ServerStats:
-        """Live counters."""
-        return self.core.stats
-
-    @property
-    def models(self) -> dict[str, SimModel]:
-        """The models on offer, by id."""
-        return self.core.models
-
-    @property
-    def attempts(self) -> AttemptCounter:
-        """Attempts counted per ``streamkit.attempt_key``."""
-        return self.core.attempts
-
-    @property
-    def batch(self) -> Batch | None:
-        """The capacity model, or ``None`` without one."""
-        return self.core.batch
-
-    @property
-    def max_concurrent_streams(self) -> int | None:
-        """As configured."""
-        return self.config.max_concurrent_streams
-
-    @property
-    def requests_per_minute(self) -> int | None:
-        """As configured."""
-        return self.config.requests_per_minute
-
-    @property
-    def max_body_bytes(self) -> int:
-        """As configured."""
-        return self.config.max_body_bytes
-
-    @property
-    def max_batch(self) -> int | None:
-        """As configured."""
-        return self.config.max_batch
-
-    @property
-    def decode_capacity(self) -> float | None:
-        """As configured."""
-        return self.config.decode_capacity
-
-    @property
-    def closing(self) -> bool:
-        """Whether the server is shutting down (new replies get 503)."""
-        return self.core.closing
-
-    @property
-    def failing(self) -> int | None:
-        """The status the API routes answer with while switched to failing, else None."""
-        return self.core.failing
-
-    def set_failing(self, status: int | None = 503, *, retry_after: float | None = None) -> None:
-        """Make ``/v1/models`` and every completion (HTTP and WebSocket) answer ``status``.
-
-        See :meth:`~.core.ServerCore.set_failing`.
-
-        Raises:
-            ValueError: a status other than 429 or 500-599, or a bad ``retry_after``.
-        """
-        self.core.set_failing(status, retry_after=retry_after)
-
-    def pacer(self) -> Pacer:
-        """The pacer of the running loop (made on first use, and again if the loop changes)."""
-        return self.core.pacer()
 
     def close_streams(self) -> None:
         """End every reply in progress and refuse new ones (503); call on the server's loop.
@@ -243,19 +155,9 @@ class App:
         an application error. (WebSocket connections are closed by uvicorn itself, with code
         1012, which stops their streams.)
         """
-        self.core.close()
+        self.close()
         for task in list(self._inflight):
             task.cancel()
-
-    @contextlib.contextmanager
-    def admit(self, req: ChatRequest, caller: str) -> Iterator[Admission]:
-        """Let a validated completion in, or refuse it: :meth:`~.core.ServerCore.admit`."""
-        with self.core.admit(req, caller) as admission:
-            yield admission
-
-    def authorize(self, scope: Scope) -> None:
-        """Check the request's API key: :meth:`~.core.ServerCore.authorize`."""
-        self.core.authorize(scope)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -291,12 +193,12 @@ class App:
                 await self._json(send, 200, {"status": "ok"}, request_id)
             elif path == "/v1/models":
                 self._allow(method, "GET", path)
-                self.core.refuse_if_failing()
+                self.refuse_if_failing()
                 cards = [model_card(m) for m in self.models.values()]
                 await self._json(send, 200, {"object": "list", "data": cards}, request_id)
             elif path.startswith("/v1/models/"):
                 self._allow(method, "GET", path)
-                self.core.refuse_if_failing()
+                self.refuse_if_failing()
                 model = self.models.get(path[len("/v1/models/") :])
                 if model is None:
                     raise RequestError(
@@ -531,23 +433,9 @@ def create_app(
 ) -> App:
     """Make the simulator's ASGI app.
 
-    Args:
-        api_key: if set, every ``/v1`` route requires ``Authorization: Bearer <api_key>``;
-            ``/health`` stays open.
-        models: the models to offer, by id (default :data:`~.models.MODELS`).
-        max_concurrent_streams: completions one caller (API key, or client address without
-            one) may have in progress; more get 429. ``None``: unlimited.
-        requests_per_minute: completions one caller may start in any 60 s; more get 429 with
-            ``Retry-After``. ``None``: unlimited.
-        max_body_bytes: the largest request body accepted (1 MiB by default); larger get 413.
-        max_batch: the capacity model's batch: the most completions generating at once, over
-            every caller; later ones wait in line (FIFO) and their time to first token includes
-            the wait. ``None`` (the default): no limit.
-        decode_capacity: the capacity model's decode rate: tokens per second shared by the
-            running batch (each stream's gap is at least ``running / decode_capacity``).
-            ``None`` (the default): every stream keeps its model's rate.
-        config: every setting at once (:class:`~.config.ServerConfig`), instead of the keyword
-            arguments above (not both).
+    The arguments are the :class:`~.config.ServerConfig` settings of the same names: the key
+    ``/v1`` routes require (``/health`` stays open), the models, the per-caller limits, the body
+    limit and the capacity model; ``config`` gives them all at once instead (not both).
 
     Returns:
         The app; its ``stats`` attribute holds live counters (``queued`` and ``running`` for

@@ -37,7 +37,7 @@ class ServerCore:
         config: the server's settings (validated when it was made).
 
     Attributes:
-        config: as given.
+        config: as given; its limits are also attributes (``max_body_bytes``, …).
         stats: live counters (:class:`~.stats.ServerStats`).
         models: the models on offer, by id.
         attempts: attempts counted per ``streamkit.attempt_key``.
@@ -47,6 +47,11 @@ class ServerCore:
 
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
+        self.max_concurrent_streams = config.max_concurrent_streams
+        self.requests_per_minute = config.requests_per_minute
+        self.max_body_bytes = config.max_body_bytes
+        self.max_batch = config.max_batch
+        self.decode_capacity = config.decode_capacity
         self._api_key = config.api_key.encode() if config.api_key is not None else None
         self.models: dict[str, SimModel] = dict(config.models)
         self._concurrency = (

@@ -190,7 +190,7 @@ class _Session:
                 RequestError(400, "Binary frames are not part of this protocol: send JSON text."),
             )
             return
-        limit = self._core.config.max_body_bytes
+        limit = self._core.max_body_bytes
         if len(text) > limit or (not text.isascii() and len(text.encode()) > limit):
             await self.send_error(
                 None,
