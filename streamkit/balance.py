@@ -67,16 +67,14 @@ import asyncio
 import dataclasses
 import logging
 import threading
-import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
-
-import httpx2
 
 from .chat_run import ChatRun, ChatTask, ViewArg
 from .client import Client, Transport
+from .endpoint_health import EndpointHealth
+from .endpoint_state import Endpoint, EndpointStats, NoHealthyEndpointError, equivalence_groups
 from .errors import ConnectError, ServerError, StreamkitError, UsageError
 from .events import Event, StreamStart
 from .render import resolve_view
@@ -99,99 +97,7 @@ _MAX_PINS = 10_000  # conversations remembered for sticky routing (least recentl
 log = logging.getLogger(__name__)
 
 
-class NoHealthyEndpointError(ConnectError):
-    """Every endpoint of a :class:`LoadBalancer` is out; the message says why each one is.
-
-    Attributes:
-        endpoints: the names of the endpoints, all out.
-    """
-
-    def __init__(self, message: str, endpoints: Sequence[str]) -> None:
-        super().__init__(message)
-        self.endpoints = tuple(endpoints)
-
-
-@dataclass(frozen=True, slots=True)
-class EndpointStats:
-    """One endpoint's routing state and counters, as :meth:`LoadBalancer.stats` reports them.
-
-    Attributes:
-        name: the endpoint's name (``ep0``… or the one given).
-        base_url: its API root.
-        healthy: whether it takes new requests.
-        outstanding: requests in flight on it now (from this balancer).
-        requests: attempts sent to it (a failover sends one request to several).
-        failures: failed health probes and failed requests (connection error or 5xx).
-        failovers_from: requests that failed on it and moved to another endpoint.
-        ejections: times it was taken out.
-        restorations: times it was brought back.
-        last_error: the latest failure, in words, or None.
-    """
-
-    name: str
-    base_url: str
-    healthy: bool
-    outstanding: int
-    requests: int
-    failures: int
-    failovers_from: int
-    ejections: int
-    restorations: int
-    last_error: str | None
-
-
-class _Endpoint:
-    """One endpoint's client and mutable state (changed under the balancer's lock)."""
-
-    __slots__ = (
-        "client",
-        "ejections",
-        "fail_streak",
-        "failovers_from",
-        "failures",
-        "healthy",
-        "index",
-        "last_error",
-        "name",
-        "ok_streak",
-        "outstanding",
-        "owned",
-        "requests",
-        "restorations",
-    )
-
-    def __init__(self, index: int, name: str, client: Client, owned: bool) -> None:
-        self.index = index
-        self.name = name
-        self.client = client
-        self.owned = owned  # made here from a URL, so closed here
-        self.healthy = True  # until shown otherwise: a new balancer routes at once
-        self.outstanding = 0
-        self.requests = 0
-        self.failures = 0
-        self.failovers_from = 0
-        self.ejections = 0
-        self.restorations = 0
-        self.fail_streak = 0
-        self.ok_streak = 0
-        self.last_error: str | None = None
-
-    def stats(self) -> EndpointStats:
-        return EndpointStats(
-            self.name,
-            self.client.base_url,
-            self.healthy,
-            self.outstanding,
-            self.requests,
-            self.failures,
-            self.failovers_from,
-            self.ejections,
-            self.restorations,
-            self.last_error,
-        )
-
-
-class LoadBalancer:
+class LoadBalancer(EndpointHealth):
     """Routes chats across several OpenAI-compatible endpoints, with health checks and failover.
 
     A stream cut mid-way by a dying endpoint continues on a healthy one: resumed after its last
@@ -287,7 +193,7 @@ class LoadBalancer:
             named = [(f"ep{i}", v) for i, v in enumerate(endpoints)]
         if not named:
             raise UsageError("endpoints is empty: pass at least one Client or base URL")
-        self._endpoints: list[_Endpoint] = []
+        self._endpoints: list[Endpoint] = []
         for index, (name, value) in enumerate(named):
             if any(ep.name == name for ep in self._endpoints):
                 raise UsageError(f"endpoint name {name!r} is used twice: names must be unique")
@@ -307,7 +213,7 @@ class LoadBalancer:
                 raise UsageError(
                     f"endpoint {name!r} is {type(value).__name__}: pass a Client or a base URL"
                 )
-            self._endpoints.append(_Endpoint(index, name, client, owned))
+            self._endpoints.append(Endpoint(index, name, client, owned))
         self.strategy: Strategy = strategy
         self.sticky = sticky
         self.health_interval = float(health_interval)
@@ -319,10 +225,10 @@ class LoadBalancer:
         self.model = model
         # For labels (a load run's target, an error's url): the endpoints' roots, not one URL.
         self.base_url = ", ".join(ep.client.base_url for ep in self._endpoints)
-        self._groups = _groups(equivalent, [ep.name for ep in self._endpoints])
+        self._groups = equivalence_groups(equivalent, [ep.name for ep in self._endpoints])
         self._lock = threading.Lock()
         self._next = 0  # where the next round-robin scan starts
-        self._pins: OrderedDict[str, _Endpoint] = OrderedDict()
+        self._pins: OrderedDict[str, Endpoint] = OrderedDict()
         self._health_task: asyncio.Task[None] | None = None
 
     # -- the client face -------------------------------------------------------------------------
@@ -489,7 +395,7 @@ class LoadBalancer:
 
     # -- routing (callers hold the lock) ------------------------------------------------------
 
-    def _pick(self, key: str | None, exclude: set[_Endpoint]) -> _Endpoint | None:
+    def _pick(self, key: str | None, exclude: set[Endpoint]) -> Endpoint | None:
         if key is not None:
             pinned = self._pins.get(key)
             if pinned is not None and pinned.healthy and pinned not in exclude:
@@ -500,10 +406,10 @@ class LoadBalancer:
             self._pin(key, chosen)
         return chosen
 
-    def _choose(self, exclude: set[_Endpoint]) -> _Endpoint | None:
+    def _choose(self, exclude: set[Endpoint]) -> Endpoint | None:
         endpoints = self._endpoints
         n = len(endpoints)
-        best: _Endpoint | None = None
+        best: Endpoint | None = None
         for i in range(n):
             ep = endpoints[(self._next + i) % n]
             if not ep.healthy or ep in exclude:
@@ -517,13 +423,13 @@ class LoadBalancer:
             self._next = (best.index + 1) % n
         return best
 
-    def _pin(self, key: str, endpoint: _Endpoint) -> None:
+    def _pin(self, key: str, endpoint: Endpoint) -> None:
         self._pins[key] = endpoint
         self._pins.move_to_end(key)
         if len(self._pins) > _MAX_PINS:
             self._pins.popitem(last=False)
 
-    def _equivalent(self, a: _Endpoint, b: _Endpoint, model: str | None) -> bool:
+    def _equivalent(self, a: Endpoint, b: Endpoint, model: str | None) -> bool:
         """Whether ``b`` regenerates the stream ``a`` was serving (same group, same model)."""
         group = self._groups.get(a.name)
         if group is None or group != self._groups.get(b.name):
@@ -542,86 +448,6 @@ class LoadBalancer:
             + "; ".join(out),
             [ep.name for ep in self._endpoints],
         )
-
-    # -- health ----------------------------------------------------------------------------------
-
-    def _request_failed(self, endpoint: _Endpoint, error: StreamkitError) -> None:
-        # A passive check: only what says the server is down counts, not a 429 or a bad request.
-        if isinstance(error, ConnectError | ServerError):
-            self._failed(endpoint, f"{error.kind}: {error.message}")
-
-    def _failed(self, endpoint: _Endpoint, why: str) -> None:
-        with self._lock:
-            endpoint.failures += 1
-            endpoint.fail_streak += 1
-            endpoint.ok_streak = 0
-            endpoint.last_error = why
-            if not endpoint.healthy or endpoint.fail_streak < self.unhealthy_after:
-                return
-            endpoint.healthy = False
-            endpoint.ejections += 1
-        log.warning(
-            "endpoint %s (%s) is out after %d failures in a row: %s",
-            endpoint.name,
-            endpoint.client.base_url,
-            self.unhealthy_after,
-            why,
-        )
-
-    def _succeeded(self, endpoint: _Endpoint) -> None:
-        with self._lock:
-            endpoint.fail_streak = 0
-            if endpoint.healthy:
-                return
-            endpoint.ok_streak += 1
-            if endpoint.ok_streak < self.healthy_after:
-                return
-            endpoint.ok_streak = 0
-            endpoint.healthy = True
-            endpoint.restorations += 1
-        log.info("endpoint %s (%s) is back", endpoint.name, endpoint.client.base_url)
-
-    def _start_health(self) -> None:
-        loop = asyncio.get_running_loop()
-        with self._lock:
-            task = self._health_task
-            if task is not None and not task.done() and not task.get_loop().is_closed():
-                return
-            self._health_task = loop.create_task(
-                self._health_loop(), name="streamkit-balancer-health"
-            )
-
-    async def _health_loop(self) -> None:
-        async with httpx2.AsyncClient(timeout=self.health_timeout) as http:
-            while True:
-                began = time.monotonic()
-                await self._probe_all(http)
-                spent = time.monotonic() - began
-                await asyncio.sleep(max(0.0, self.health_interval - spent))
-
-    async def check_health(self) -> dict[str, bool]:
-        """Probe every endpoint once now; returns whether each is healthy afterwards."""
-        async with httpx2.AsyncClient(timeout=self.health_timeout) as http:
-            await self._probe_all(http)
-        with self._lock:
-            return {ep.name: ep.healthy for ep in self._endpoints}
-
-    async def _probe_all(self, http: httpx2.AsyncClient) -> None:
-        await asyncio.gather(*(self._probe(http, ep) for ep in self._endpoints))
-
-    async def _probe(self, http: httpx2.AsyncClient, endpoint: _Endpoint) -> None:
-        client = endpoint.client
-        try:
-            response = await http.get(
-                client.base_url + "/models", headers={"Authorization": f"Bearer {client.api_key}"}
-            )
-        except Exception as exc:  # whatever breaks a probe is a failed probe, never a dead task
-            self._failed(endpoint, f"health probe: {type(exc).__name__}: {exc}")
-            return
-        if response.status_code >= 500:
-            self._failed(endpoint, f"health probe: GET /models answered {response.status_code}")
-        else:
-            self._succeeded(endpoint)
 
 
 class _Route:
@@ -643,12 +469,12 @@ class _Route:
         self.key = add_attempt_key(request)  # one key, whichever endpoint serves an attempt
         self.model: str | None = request.get("model")
         self.request = request
-        self.tried: set[_Endpoint] = set()
+        self.tried: set[Endpoint] = set()
         self.moves = 0
-        self.current: _Endpoint | None = None  # the endpoint of the latest attempt
-        self._openers: dict[_Endpoint, AttemptFactory] = {}
+        self.current: Endpoint | None = None  # the endpoint of the latest attempt
+        self._openers: dict[Endpoint, AttemptFactory] = {}
 
-    def factory(self, endpoint: _Endpoint) -> AttemptFactory:
+    def factory(self, endpoint: Endpoint) -> AttemptFactory:
         """Opens attempts of this request on ``endpoint``."""
 
         def open_attempt(attempt: Attempt) -> AsyncIterator[Event]:
@@ -656,7 +482,7 @@ class _Route:
 
         return open_attempt
 
-    async def _attempt(self, endpoint: _Endpoint, attempt: Attempt) -> AsyncIterator[Event]:
+    async def _attempt(self, endpoint: Endpoint, attempt: Attempt) -> AsyncIterator[Event]:
         lb = self.lb
         self.current = endpoint
         self.tried.add(endpoint)
@@ -735,31 +561,6 @@ class _Route:
             error.message,
         )
         return Move(self.factory(target), resume)
-
-
-def _groups(equivalent: object, names: list[str]) -> dict[str, int]:
-    """``equivalent=`` as a group number per endpoint name (endpoints in no group are absent)."""
-    if isinstance(equivalent, bool):
-        return dict.fromkeys(names, 0) if equivalent else {}
-    bad = UsageError(
-        f"equivalent={equivalent!r} is invalid: pass True, False, or a list of groups of "
-        f"endpoint names (the names are {', '.join(names)})"
-    )
-    if isinstance(equivalent, str | bytes) or not isinstance(equivalent, Sequence):
-        raise bad
-    groups: dict[str, int] = {}
-    for number, group in enumerate(equivalent):
-        if isinstance(group, str | bytes) or not isinstance(group, Sequence):
-            raise bad
-        for name in group:
-            if name not in names:
-                raise UsageError(
-                    f"equivalent names endpoint {name!r}, which is not one of {', '.join(names)}"
-                )
-            if name in groups:
-                raise UsageError(f"equivalent puts endpoint {name!r} in two groups")
-            groups[name] = number
-    return groups
 
 
 def _named(start: StreamStart, name: str) -> StreamStart:
