@@ -69,10 +69,8 @@ import asyncio
 import itertools
 import math
 import pickle
-import threading
 import time
 import uuid
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
 from .client import Client, Transport
@@ -80,6 +78,7 @@ from .errors import UsageError
 from .load import LoadResult, LoadSpec, run_load
 from .load.progress import Progress, progress_bar
 from .metrics import MetricsCollector
+from .shard_progress import ShardAttempt, ShardProgress, ShardReporter
 
 if TYPE_CHECKING:
     import distributed
@@ -87,7 +86,6 @@ if TYPE_CHECKING:
 __all__ = ["run_load_distributed"]
 
 _INSTALL = "pip install 'streamkit[distributed]'"
-_EVENT_INTERVAL = 0.1  # seconds between a worker's progress events
 _REDRAW = 0.25  # seconds between redraws of the caller's bar
 
 
@@ -141,7 +139,7 @@ def run_shard(
     worker = _current_worker()
     collector = MetricsCollector()
     if topic is not None and worker is not None:
-        reporter = _ShardReporter(collector, worker, topic, index, attempt, offset)
+        reporter = ShardReporter(collector, worker, topic, index, attempt, offset)
         collector.subscribe(reporter)
         reporter.send()  # a first sign of life, before any request
     key = api_key.value if api_key is not None else None
@@ -184,140 +182,7 @@ def _current_worker() -> Any:
         return None
 
 
-class _ShardReporter:
-    """A collector listener that logs progress as a Dask event, at most 10 a second.
-
-    Each event carries the shard, this run's attempt token, the worker, the wall time, the
-    requests started and finished, and the logs of the requests finished since the last event:
-    if the worker dies, the caller still has what this attempt did. It runs on the shard's event
-    loop; ``Worker.log_event`` hands the message to the worker's own loop thread-safely and
-    batches it to the scheduler.
-    """
-
-    def __init__(
-        self,
-        collector: MetricsCollector,
-        worker: Any,
-        topic: str,
-        index: int,
-        attempt: str,
-        offset: float,
-    ) -> None:
-        self.offset = offset  # time.time() - perf_counter(): puts the records on the caller's clock
-        self.collector = collector
-        self.worker = worker
-        self.topic = topic
-        self.index = index
-        self.attempt = attempt
-        self._started = -1
-        self._done = -1
-        self._at = 0.0
-        self._seen = 0  # requests before this index are finished and sent, or in _open
-        self._open: list[int] = []
-
-    def __call__(self) -> None:
-        # A request started counts as much as one finished: it will be sent again on a re-run.
-        started = len(self.collector)
-        done = started - self.collector.active
-        now = time.monotonic()
-        if (started, done) != (self._started, self._done) and now - self._at >= _EVENT_INTERVAL:
-            self.send()
-
-    def send(self) -> None:
-        collector = self.collector
-        requests = collector.requests
-        self._open.extend(range(self._seen, len(requests)))
-        self._seen = len(requests)
-        # Only the open requests are looked at (about the concurrency), never the whole log.
-        finished = [i for i in self._open if requests[i].finished]
-        if finished:
-            self._open = [i for i in self._open if not requests[i].finished]
-        self._started = len(requests)
-        self._done = len(collector) - collector.active
-        self._at = time.monotonic()
-        self.worker.log_event(
-            self.topic,
-            {
-                "shard": self.index,
-                "attempt": self.attempt,
-                "worker": self.worker.address,
-                "at": time.time(),
-                "offset": self.offset,
-                "started": len(requests),
-                "done": self._done,
-                "records": [requests[i].to_record() for i in finished],
-            },
-        )
-
-
 # -- the caller's side -------------------------------------------------------------------------
-
-
-class _Attempt:
-    """What the caller heard of one run of one shard, from its progress events."""
-
-    __slots__ = ("first_at", "last_at", "offset", "records", "started", "worker")
-
-    def __init__(self, worker: str, at: float, offset: float) -> None:
-        self.worker = worker
-        self.offset = offset
-        self.first_at = at  # wall times (time.time() on the worker)
-        self.last_at = at
-        self.started = 0
-        self.records: list[dict[str, Any]] = []
-
-
-class _Progress:
-    """Finished requests per shard, written by Dask's event handler, drawn by the caller; and
-    every attempt of every shard, to tell a re-run shard."""
-
-    def __init__(self, bar: Any) -> None:
-        self.bar = bar
-        self.done: dict[int, int] = {}
-        self.attempts: dict[int, dict[str, _Attempt]] = {}
-        self.closed = False
-        self._lock = threading.Lock()
-        self._shown = 0
-
-    def on_event(self, event: tuple[float, Any]) -> None:
-        # Runs on the Dask client's loop thread; only records, the caller's thread draws.
-        _, msg = event
-        if self.closed or not isinstance(msg, Mapping):
-            return
-        with self._lock:
-            shard, done = int(msg["shard"]), int(msg["done"])
-            self.done[shard] = max(done, self.done.get(shard, 0))
-            token = msg.get("attempt")
-            if token is None:
-                return
-            at = float(msg["at"])
-            attempt = self.attempts.setdefault(shard, {}).get(token)
-            if attempt is None:
-                attempt = _Attempt(str(msg["worker"]), at, float(msg["offset"]))
-                self.attempts[shard][token] = attempt
-            attempt.first_at = min(attempt.first_at, at)
-            attempt.last_at = max(attempt.last_at, at)
-            attempt.started = max(attempt.started, int(msg["started"]))
-            attempt.records.extend(msg["records"])
-
-    def lost(self, shard: int, kept: str) -> list[_Attempt]:
-        """The attempts of ``shard`` other than the one whose result came back, oldest first."""
-        with self._lock:
-            others = [a for token, a in self.attempts.get(shard, {}).items() if token != kept]
-        return sorted(others, key=lambda a: a.first_at)
-
-    def complete(self, shard: int, total: int) -> None:
-        with self._lock:
-            self.done[shard] = total
-
-    def draw(self) -> None:
-        if self.bar is None:
-            return
-        with self._lock:
-            total = sum(self.done.values())
-        if total > self._shown:
-            self.bar.update(total - self._shown)
-            self._shown = total
 
 
 def run_load_distributed(
@@ -457,7 +322,7 @@ def _run(
     run_id = uuid.uuid4().hex[:12]
     topic = f"streamkit-progress-{run_id}"
     bar = progress_bar(progress, spec.num_requests)
-    tracker = _Progress(bar)
+    tracker = ShardProgress(bar)
     dask.subscribe_topic(topic, tracker.on_event)
     futures: list[Any] = []
     try:
@@ -529,7 +394,7 @@ def _merge(
     payloads: list[dict[str, Any]],
     local_offset: float,
     probe: Client,
-    lost: list[list[_Attempt]] | None = None,
+    lost: list[list[ShardAttempt]] | None = None,
     on_rerun: Literal["keep", "drop"] = "keep",
 ) -> LoadResult:
     """One result from the shards': every time moved onto this process's clock; a re-run
