@@ -53,7 +53,7 @@ from .core import ServerCore
 from .faults import Drop, Fault, Malformed, Stall, stream_faults
 from .models import MODELS, SimModel, model_card
 from .plan import Plan, plan_reply, resume_start
-from .produce import Ending, produce
+from .produce import Ending
 from .request import (
     SIM_OPTIONS,
     ChatRequest,
@@ -397,17 +397,7 @@ class App(ServerCore):
         start: int,
         faults: tuple[Fault, ...],
     ) -> Ending:
-        ending = await produce(
-            wire,
-            plan.pieces,
-            plan.offsets,
-            start=start,
-            t0=t0,
-            faults=stream_faults(faults, start, len(plan.pieces)),
-            pacer=self.pacer(),
-            stats=self.stats,
-            batch=self.batch,
-        )
+        ending = await self.produce(wire, plan, start=start, t0=t0, faults=faults)
         if ending is Ending.DROPPED:
             await forever()  # the connection is closing; the disconnect listener ends this
         tail = b""

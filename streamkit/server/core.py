@@ -20,10 +20,19 @@ from .admission import Admission, failing_error, shutting_down
 from .asgi import Scope, header
 from .capacity import Batch
 from .config import ServerConfig
-from .faults import AttemptCounter, active_faults, error_for_status, first_status
+from .faults import (
+    AttemptCounter,
+    Fault,
+    active_faults,
+    error_for_status,
+    first_status,
+    stream_faults,
+)
 from .limits import ConcurrencyLimiter, RateLimiter
 from .models import SimModel
 from .pacer import Pacer
+from .plan import Plan
+from .produce import Ending, Wire, produce
 from .request import ChatRequest, RequestError
 from .stats import ServerStats
 
@@ -112,6 +121,33 @@ class ServerCore:
         if self._pacer is None or self._pacer.loop is not loop:
             self._pacer = Pacer(loop=loop)
         return self._pacer
+
+    async def produce(
+        self, wire: Wire, plan: Plan, *, start: int, t0: float, faults: tuple[Fault, ...]
+    ) -> Ending:
+        """Send ``plan``'s tokens from ``start`` on ``wire``, paced, counted and batched here.
+
+        Args:
+            wire: the stream's framing (SSE or WebSocket).
+            plan: the reply.
+            start: the first token to send (see :func:`~.plan.resume_start`).
+            t0: the request's arrival, in pacer time.
+            faults: the faults admitted for this attempt (:class:`~.admission.Admission`).
+
+        Returns:
+            How the stream was left (:func:`~.produce.produce`).
+        """
+        return await produce(
+            wire,
+            plan.pieces,
+            plan.offsets,
+            start=start,
+            t0=t0,
+            faults=stream_faults(faults, start, len(plan.pieces)),
+            pacer=self.pacer(),
+            stats=self.stats,
+            batch=self.batch,
+        )
 
     def close(self) -> None:
         """Refuse new replies from now on (503): the server is shutting down."""

@@ -29,9 +29,8 @@ from typing import TYPE_CHECKING, Any
 
 from .admission import Admission, shutting_down
 from .asgi import Receive, Scope, Send, caller_of, cut_connection, transport_of
-from .faults import stream_faults
 from .plan import Plan, plan_reply, resume_start
-from .produce import Ending, produce
+from .produce import Ending
 from .request import RequestError, loads_json, parse_chat_object
 
 if TYPE_CHECKING:
@@ -315,16 +314,8 @@ class _Session:
                 try:
                     await self.send_json({"type": "start", "id": stream_id, "model": req.model.id})
                     wire = _WSWire(self, stream_id, plan, admission)
-                    ending = await produce(
-                        wire,
-                        plan.pieces,
-                        plan.offsets,
-                        start=start,
-                        t0=t0,
-                        faults=stream_faults(admission.faults, start, len(plan.pieces)),
-                        pacer=core.pacer(),
-                        stats=stats,
-                        batch=core.batch,
+                    ending = await core.produce(
+                        wire, plan, start=start, t0=t0, faults=admission.faults
                     )
                     admission.release()  # before the end goes out: see Admission.release
                     if ending is Ending.FINISHED:
