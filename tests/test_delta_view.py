@@ -202,7 +202,7 @@ async def test_transcript_is_sent_once_at_the_end_as_the_snapshot(
     assert values == []  # nothing but deltas while the stream runs
     assert view.plain_text().startswith("a < b & c\n")
     result = feeder.end()
-    assert values == [widget_module._PRE_OPEN + "a &lt; b &amp; c\n" + widget_module._PRE_CLOSE]
+    assert values == [widget_module.PRE_OPEN + "a &lt; b &amp; c\n" + widget_module.PRE_CLOSE]
     bundle = view._repr_mimebundle_()
     assert "application/vnd.jupyter.widget-view+json" in bundle
     assert bundle["text/plain"] == "a < b & c\n" + result.summary()
@@ -210,7 +210,7 @@ async def test_transcript_is_sent_once_at_the_end_as_the_snapshot(
 
     # A second stream clears the snapshot once, then sends deltas of a new stream id.
     feeder = Feeder(view, clock)
-    assert values[-1] == widget_module._PRE_OPEN + widget_module._PRE_CLOSE
+    assert values[-1] == widget_module.PRE_OPEN + widget_module.PRE_CLOSE
     feeder.token("x", gap=0.01)
     feeder.end()
     assert view.text_widget.stream == 1

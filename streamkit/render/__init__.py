@@ -24,12 +24,13 @@ line never pay for importing ipywidgets.
 
 from __future__ import annotations
 
-import os
-import sys
 from typing import TYPE_CHECKING, Literal
 
 from ..errors import UsageError
 from ._base import BufferedView, View
+from ._choice import ENV_VAR as ENV_VAR
+from ._choice import ViewKind as ViewKind
+from ._choice import view_kind
 from .console import ConsoleView
 
 if TYPE_CHECKING:
@@ -54,12 +55,8 @@ __all__ = [
     "view_kind",
 ]
 
-ViewKind = Literal["widget", "console"]
 ViewName = Literal["auto", "widget", "markdown", "text", "console"]
 _VIEW_NAMES = ("auto", "widget", "markdown", "text", "console")
-
-ENV_VAR = "STREAMKIT_VIEW"
-"""The environment variable that overrides the automatic choice of view."""
 
 
 def __getattr__(name: str) -> object:
@@ -81,48 +78,6 @@ def __getattr__(name: str) -> object:
 
         return ControlsPanel
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def _in_kernel() -> bool:
-    # Only look if IPython is already imported: a plain script never is, and importing IPython
-    # just to find that out costs ~80 ms.
-    ipython = sys.modules.get("IPython")
-    if ipython is None:
-        return False
-    shell = ipython.get_ipython()
-    # A ZMQInteractiveShell has a kernel; TerminalInteractiveShell has none and cannot show widgets.
-    return getattr(shell, "kernel", None) is not None
-
-
-def _widgets_available() -> bool:
-    try:
-        import ipywidgets  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def view_kind() -> ViewKind:
-    """Which view fits here: ``"widget"`` in a Jupyter kernel with ipywidgets, else ``"console"``.
-
-    ``STREAMKIT_VIEW=widget|console|auto`` (any case) overrides the choice; unset or empty means
-    ``auto``.
-
-    Raises:
-        UsageError: ``STREAMKIT_VIEW`` holds anything else.
-    """
-    raw = os.environ.get(ENV_VAR, "")
-    setting = raw.strip().lower() or "auto"
-    if setting == "widget":
-        return "widget"
-    if setting == "console":
-        return "console"
-    if setting != "auto":
-        raise UsageError(
-            f"{ENV_VAR}={raw!r} is not a valid view: set it to widget, console or auto "
-            f"(or unset it for auto)"
-        )
-    return "widget" if _in_kernel() and _widgets_available() else "console"
 
 
 def auto_view(*, max_tokens: int = 4, max_delay: float = 0.05) -> View:

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from ..errors import UsageError
 from ..metrics import MetricsCollector, percentile
-from . import view_kind
+from ._choice import view_kind
 from ._dashboard_panels import LiveState, apply_values, new_figure, panel_values
 
 if TYPE_CHECKING:

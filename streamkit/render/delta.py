@@ -59,7 +59,7 @@ from ..batching import AdaptivePolicy
 from ..events import Event, StreamRetry, TokenDelta
 from ..result import StreamResult
 from ._base import View
-from .widget import _PRE_CLOSE, _PRE_OPEN, WidgetView
+from .widget import PRE_CLOSE, PRE_OPEN, WidgetView
 
 __all__ = ["BrowserAck", "DeltaText", "DeltaView", "FlushAck", "FlushRecord", "delta_view"]
 
@@ -352,11 +352,11 @@ class DeltaView(WidgetView):
 
     def _new_text_widget(self) -> DeltaText:
         """The widget that shows the text (a :class:`DeltaText` or a subclass)."""
-        return DeltaText(value=_PRE_OPEN + _PRE_CLOSE)
+        return DeltaText(value=PRE_OPEN + PRE_CLOSE)
 
     def _save_snapshot(self, text: str) -> None:
         """Keep ``text`` as the widget's saved state: what a saved notebook or a late view shows."""
-        self.text_widget.value = _PRE_OPEN + html.escape(text, quote=False) + _PRE_CLOSE
+        self.text_widget.value = PRE_OPEN + html.escape(text, quote=False) + PRE_CLOSE
 
     def _delta_extra(self) -> dict[str, Any] | None:
         """Extra fields for the next delta message (None: just the text)."""
@@ -465,7 +465,8 @@ def delta_view(*, max_tokens: int = 1, max_delay: float = 0.04, adaptive: bool =
     Raises:
         UsageError: ``STREAMKIT_VIEW`` is invalid, or a setting is out of range.
     """
-    from . import ConsoleView, view_kind
+    from ._choice import view_kind
+    from .console import ConsoleView
 
     if view_kind() == "widget":
         return DeltaView(max_tokens=max_tokens, max_delay=max_delay, adaptive=adaptive)

@@ -31,8 +31,8 @@ __all__ = ["WidgetView"]
 
 # pre-wrap keeps the model's newlines and still wraps long lines; break-word stops a long URL
 # from widening the cell.
-_PRE_OPEN = '<pre style="white-space:pre-wrap;word-break:normal;overflow-wrap:break-word;margin:0">'
-_PRE_CLOSE = "</pre>"
+PRE_OPEN = '<pre style="white-space:pre-wrap;word-break:normal;overflow-wrap:break-word;margin:0">'
+PRE_CLOSE = "</pre>"
 _ERROR_STYLE = "color:var(--jp-error-color1,#c62828);font-weight:bold"
 _MUTED_STYLE = "color:var(--jp-ui-font-color2,#616161)"
 _WARN_STYLE = "color:var(--jp-warn-color1,#e65100)"
@@ -81,7 +81,7 @@ class WidgetView(BufferedView):
             layout=widgets.Layout(width="auto", margin="0 0 0 1em"),
         )
         self.stop_button.on_click(self._on_click)
-        self.text_widget = widgets.HTML(value=_PRE_OPEN + _PRE_CLOSE)
+        self.text_widget = widgets.HTML(value=PRE_OPEN + PRE_CLOSE)
         self.status_widget = widgets.HTML(value="")
         self.widget = widgets.VBox(
             [
@@ -107,7 +107,7 @@ class WidgetView(BufferedView):
         self._escaped = ""
         self._status_text = ""
         self._retrying = False
-        self.text_widget.value = _PRE_OPEN + _PRE_CLOSE
+        self.text_widget.value = PRE_OPEN + PRE_CLOSE
         self.status_widget.value = ""
         self.header.value = self._header_html("streaming…")
         self.stop_button.disabled = not self.can_stop
@@ -118,7 +118,7 @@ class WidgetView(BufferedView):
         # Escaping piece by piece equals escaping the whole (it maps single characters), so
         # each flush escapes only its new text. One .value set, one message, per flush.
         self._escaped += html.escape(new_text, quote=False)
-        self.text_widget.value = _PRE_OPEN + self._escaped + _PRE_CLOSE
+        self.text_widget.value = PRE_OPEN + self._escaped + PRE_CLOSE
         if self._retrying:  # text flows again: the retry worked
             self._retrying = False
             self.header.value = self._header_html(f"streaming… (retried {self.retries}×)")
@@ -129,7 +129,7 @@ class WidgetView(BufferedView):
         self._retrying = True
         if event.discarded:
             self._escaped = ""
-            self.text_widget.value = _PRE_OPEN + _PRE_CLOSE
+            self.text_widget.value = PRE_OPEN + PRE_CLOSE
         line = html.escape(retry_line(event))
         self.header.value = self._header_html(f'<span style="{_WARN_STYLE}">{line}</span>')
 
