@@ -585,13 +585,13 @@ class _WSSlot:
         self.lock = asyncio.Lock()
 
 
-# The shortcuts live in streamkit.shortcuts; their names here resolve on use (PEP 562).
-_SHORTCUTS = ("chat", "chat_sync", "default_client", "start_chat")
-
-
+# Old home of the shortcuts (now streamkit.shortcuts): still served, with a DeprecationWarning.
 def __getattr__(name: str) -> Any:
-    if name in _SHORTCUTS:
+    if name in ("chat", "chat_sync", "default_client", "start_chat"):
+        import warnings
+
         from . import shortcuts
 
+        warnings.warn(f"use streamkit.{name}", DeprecationWarning, stacklevel=2)
         return getattr(shortcuts, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

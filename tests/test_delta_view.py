@@ -232,7 +232,7 @@ def test_displays_itself_once_and_stores_the_transcript(
         shown.append(obj)
         return Handle()
 
-    monkeypatch.setattr(widget_module, "_shell_active", lambda: True)
+    monkeypatch.setattr(widget_module, "shell_active", lambda: True)
     monkeypatch.setattr(widget_module, "display", fake_display)
     Recorder(view.text_widget)
     feeder = Feeder(view, clock)

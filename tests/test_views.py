@@ -397,7 +397,7 @@ def test_widget_displays_itself_once_and_updates_its_output_on_finish(
         shown.append(obj)
         return Handle()
 
-    monkeypatch.setattr(widget_module, "_shell_active", lambda: True)
+    monkeypatch.setattr(widget_module, "shell_active", lambda: True)
     monkeypatch.setattr(widget_module, "display", fake_display)
 
     feeder = Feeder(widget_view)

@@ -24,7 +24,7 @@ from IPython.display import display
 from ..errors import UsageError
 from ..state import Change, ChatMessage, ChatState
 from .markdown import MarkdownText, MarkdownView
-from .widget import _shell_active
+from .widget import shell_active
 
 if TYPE_CHECKING:
     from ..client import ChatTask, ViewArg
@@ -78,7 +78,7 @@ class ChatBox:
         **request: Any,
     ) -> None:
         if client is None:
-            from ..client import default_client
+            from ..shortcuts import default_client
 
             client = default_client()
         self.client = client
@@ -218,7 +218,7 @@ class ChatBox:
         return bundle
 
     def _ipython_display_(self) -> None:
-        if _shell_active():
+        if shell_active():
             display(self._repr_mimebundle_(), raw=True)  # type: ignore[no-untyped-call]
 
     def __repr__(self) -> str:

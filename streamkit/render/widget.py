@@ -38,7 +38,7 @@ _MUTED_STYLE = "color:var(--jp-ui-font-color2,#616161)"
 _WARN_STYLE = "color:var(--jp-warn-color1,#e65100)"
 
 
-def _shell_active() -> bool:
+def shell_active() -> bool:
     """Whether an IPython shell exists to display into (a kernel, or IPython in a terminal)."""
     # Without a shell, IPython's display() falls back to print(), which would write the raw
     # bundle to stdout: a WidgetView driven from a plain script or a test stays silent instead.
@@ -111,7 +111,7 @@ class WidgetView(BufferedView):
         self.status_widget.value = ""
         self.header.value = self._header_html("streaming…")
         self.stop_button.disabled = not self.can_stop
-        if self._handle is None and _shell_active():
+        if self._handle is None and shell_active():
             self._ipython_display_()
 
     def _render(self, new_text: str) -> None:
@@ -148,7 +148,7 @@ class WidgetView(BufferedView):
         parts.append(f'<div style="{_MUTED_STYLE}">{html.escape(summary)}</div>')
         self.status_widget.value = "".join(parts)
         self._status_text = summary if failed is None else f"{failed}\n{summary}"
-        if self._handle is not None and _shell_active():
+        if self._handle is not None and shell_active():
             # Once per stream: rewrite the stored output so the notebook keeps the final
             # transcript as text/plain. A raw bundle, because passing self would go through
             # _ipython_display_ and add a second output instead of updating this one.
