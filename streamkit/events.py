@@ -11,6 +11,14 @@ how many tokens it ``discarded``, and indices start again at 0, so an index is a
 position in the text that is kept. A transport may also yield a :class:`ReconnectDelay` (the
 server's SSE ``retry:``) for the resilience layer, which consumes it.
 
+Reasoning models stream their thinking before the answer, and tool-calling replies stream calls
+instead of (or besides) text: those pieces are :class:`ReasoningDelta` and :class:`ToolCallDelta`,
+events of their own beside :class:`TokenDelta`, so a consumer that only wants the answer keeps
+matching on ``TokenDelta`` and never sees them. Every *piece* (content, reasoning or tool-call
+fragment) takes the next ``index`` of one shared sequence: the bundled server gives each piece an
+SSE id, whatever its kind, so a resume after piece N continues at N + 1 on every wire. In a stream
+of content alone the index is still the content chunk's position.
+
 All times are ``time.perf_counter()`` seconds: monotonic, comparable within one process, and
 meaningless across processes (use them for intervals only).
 """
@@ -25,12 +33,15 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Event",
+    "Piece",
+    "ReasoningDelta",
     "ReconnectDelay",
     "StreamEnd",
     "StreamError",
     "StreamRetry",
     "StreamStart",
     "TokenDelta",
+    "ToolCallDelta",
     "Usage",
 ]
 
@@ -98,6 +109,44 @@ class TokenDelta:
 
 
 @dataclass(frozen=True, slots=True)
+class ReasoningDelta:
+    """One reasoning chunk: the model's thinking before (or between) its answer.
+
+    Servers send it as ``delta.reasoning_content`` (DeepSeek, llama.cpp, older vLLM) or
+    ``delta.reasoning`` (newer vLLM, Ollama, OpenRouter); both arrive as this event. ``index``,
+    ``time`` and ``event_id`` mean what they mean on :class:`TokenDelta` (one shared index).
+    """
+
+    text: str
+    index: int
+    time: float
+    event_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallDelta:
+    """One piece of a streamed tool call (``delta.tool_calls[i]``).
+
+    Attributes:
+        call_index: which call of the reply this piece belongs to (the wire's ``index``).
+        id: the call's id (``call_…``), in the call's first piece; None in later ones.
+        name: the function's name, in the call's first piece; None in later ones.
+        arguments_piece: the next fragment of the call's JSON ``arguments`` (may be empty).
+        index: the piece's position in the stream's shared sequence (see :class:`TokenDelta`).
+        time: its arrival.
+        event_id: the server's id, as on :class:`TokenDelta`.
+    """
+
+    call_index: int
+    id: str | None
+    name: str | None
+    arguments_piece: str
+    index: int
+    time: float
+    event_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class StreamEnd:
     """The server ended the stream: why (``finish_reason``), and its usage if it sent any."""
 
@@ -157,4 +206,16 @@ class StreamError:
     time: float
 
 
-Event = StreamStart | TokenDelta | ReconnectDelay | StreamRetry | StreamEnd | StreamError
+Piece = TokenDelta | ReasoningDelta | ToolCallDelta
+"""A streamed piece of the reply, whatever its kind: each takes one index of the stream."""
+
+Event = (
+    StreamStart
+    | TokenDelta
+    | ReasoningDelta
+    | ToolCallDelta
+    | ReconnectDelay
+    | StreamRetry
+    | StreamEnd
+    | StreamError
+)

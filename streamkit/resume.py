@@ -11,7 +11,8 @@ clean stream of events:
   kept text exactly, or the stream cannot be stitched and a
   :class:`~streamkit.errors.ProtocolError` is raised); a token past the next index means the
   server skipped some, which is also a ``ProtocolError``. Text is never duplicated and never
-  dropped silently.
+  dropped silently. Reasoning and tool-call pieces share the index space with content tokens
+  (the server numbers every piece), so they are kept, skipped and checked exactly as text is.
 - **Restart or raise** where the server gives no ids (a real OpenAI endpoint): with
   ``on_interrupt="raise"`` (the default) a failure after the first token is raised as it is, with
   the partial text; with ``"restart"`` the next attempt starts over and its
@@ -52,7 +53,16 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from .errors import FirstTokenTimeout, IdleTimeout, ProtocolError, ReadTimeout, StreamkitError
-from .events import Event, ReconnectDelay, StreamEnd, StreamRetry, TokenDelta
+from .events import (
+    Event,
+    Piece,
+    ReasoningDelta,
+    ReconnectDelay,
+    StreamEnd,
+    StreamRetry,
+    TokenDelta,
+    ToolCallDelta,
+)
 from .retry import RetryPolicy, Streak
 
 __all__ = ["Attempt", "AttemptFactory", "Failover", "Move", "OnInterrupt", "resilient_events"]
@@ -191,7 +201,9 @@ async def resilient_events(
     """
     policy = policy or _NO_RETRY
     streak = Streak(policy, clock)  # failed attempts in a row without progress, and since when
-    kept: list[str] = []  # the text of every kept token; its length is the next index expected
+    # What every kept piece said (a content token's text, or a key for reasoning and tool-call
+    # pieces); its length is the next index expected.
+    kept: list[object] = []
     last_id: str | None = None  # the server's id of the last kept token, if it gives ids
     number = 1
     resume_after: int | None = None
@@ -212,13 +224,16 @@ async def resilient_events(
         try:
             try:
                 async for event in stream:
-                    if type(event) is TokenDelta:
+                    kind = type(event)
+                    if kind is TokenDelta or kind is ReasoningDelta or kind is ToolCallDelta:
+                        assert isinstance(event, TokenDelta | ReasoningDelta | ToolCallDelta)
                         index = event.index
+                        said = event.text if type(event) is TokenDelta else _key(event)
                         if index != len(kept):
-                            if _is_duplicate(event, kept):
-                                continue
+                            if 0 <= index < len(kept) and kept[index] == said:
+                                continue  # a piece already kept, repeated the same
                             raise _mismatch(event, kept, attempt)
-                        kept.append(event.text)
+                        kept.append(said)
                         event_id = event.event_id
                         last_id = event_id if event_id is not None else attempt.event_id
                         yield event
@@ -278,18 +293,26 @@ async def resilient_events(
         number += 1
 
 
-def _with_text(error: StreamkitError, kept: list[str]) -> StreamkitError:
+def _text(kept: list[object]) -> str:
+    """The content text among the kept pieces (reasoning and tool calls are keyed tuples)."""
+    return "".join(said for said in kept if type(said) is str)
+
+
+def _key(event: Piece) -> object:
+    """What a reasoning or tool-call piece said, comparable with a repeat of it."""
+    if type(event) is ReasoningDelta:
+        return ("reasoning", event.text)
+    assert isinstance(event, ToolCallDelta)
+    return ("tool_call", event.call_index, event.id, event.name, event.arguments_piece)
+
+
+def _with_text(error: StreamkitError, kept: list[object]) -> StreamkitError:
     # The transport knows only its own attempt's text; the user kept everything before it too.
-    error.partial_text = "".join(kept)
+    error.partial_text = _text(kept)
     return error
 
 
-def _is_duplicate(event: TokenDelta, kept: list[str]) -> bool:
-    """A token already kept, repeated with the same text (a server that ignored the resume)."""
-    return 0 <= event.index < len(kept) and kept[event.index] == event.text
-
-
-def _mismatch(event: TokenDelta, kept: list[str], attempt: Attempt) -> ProtocolError:
+def _mismatch(event: Piece, kept: list[object], attempt: Attempt) -> ProtocolError:
     expected = len(kept)
     where = f"attempt {attempt.number}" + (
         f", resumed after token {attempt.resume_after}" if attempt.resume_after is not None else ""
@@ -306,7 +329,7 @@ def _mismatch(event: TokenDelta, kept: list[str], attempt: Attempt) -> ProtocolE
             "not regenerate the reply deterministically, so the stream cannot be stitched "
             "(send the same seed on every attempt, or use resume=False to start over)"
         )
-    return ProtocolError(message, partial_text="".join(kept))
+    return ProtocolError(message, partial_text=_text(kept))
 
 
 class _Watchdog:
@@ -427,7 +450,9 @@ async def _timed(stream: AsyncIterator[Event], watchdog: _Watchdog) -> AsyncIter
                     raise watchdog.expired from None
                 raise
             watchdog.waiting_since = None
-            if type(event) is TokenDelta:
+            kind = type(event)
+            if kind is TokenDelta or kind is ReasoningDelta or kind is ToolCallDelta:
+                # Any piece is a first token: a reasoning model starts with its thinking.
                 watchdog.got_token = True
                 watchdog.tokens_before += 1
             yield event

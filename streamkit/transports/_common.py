@@ -31,7 +31,15 @@ from ..errors import (
     StreamInterrupted,
     StreamkitError,
 )
-from ..events import ReconnectDelay, StreamEnd, TokenDelta, Usage
+from ..events import (
+    Piece,
+    ReasoningDelta,
+    ReconnectDelay,
+    StreamEnd,
+    TokenDelta,
+    ToolCallDelta,
+    Usage,
+)
 
 if TYPE_CHECKING:
     from ._attempt import ResumeFrom
@@ -41,6 +49,7 @@ __all__ = [
     "STATUS_CLASSES",
     "ChatChunks",
     "chat_request",
+    "delta_pieces",
     "describe",
     "error_fields",
     "is_event_stream",
@@ -300,12 +309,17 @@ class ChatChunks:
         self._retry = delay
         return ReconnectDelay(delay, now)
 
-    def feed(self, sse: ServerSentEvent, now: float) -> TokenDelta | None:
-        """Take one SSE event (arrived at ``now``); return the token it carries, if any."""
+    def feed(self, sse: ServerSentEvent, now: float) -> tuple[Piece, ...]:
+        """Take one SSE event (arrived at ``now``); return the pieces it carries, in order.
+
+        Usually one :class:`~streamkit.events.TokenDelta` or none; a chunk that carries
+        reasoning and content together gives the reasoning first, and one with several tool
+        calls a :class:`~streamkit.events.ToolCallDelta` each.
+        """
         data = sse.data
         if data == b"[DONE]":
             self.done = True
-            return None
+            return ()
         try:
             chunk = from_json(data)
         except ValueError as exc:
@@ -322,30 +336,42 @@ class ChatChunks:
             )
         if "error" in chunk:
             raise stream_error(chunk["error"], self.url, self.partial_text)
-        token = None
+        pieces: tuple[Piece, ...] = ()
         choices = chunk.get("choices")
         if choices:
             choice = choices[0]
             delta = choice.get("delta")
-            content = delta.get("content") if delta else None
-            if content:  # role-only and empty chunks are not tokens
-                self.parts.append(content)
-                if self._use_ids:
-                    # WHATWG: an event carries the last id in force; a new one numbers this
-                    # token. Opaque (non-numeric) ids only resume.
-                    sid = sse.id
-                    if sid is not None and sid != self._last_id:
-                        self._last_id = self.event_id = sid
-                        if sid.isdigit():
-                            self.index = int(sid)
-                token = TokenDelta(content, self.index, now, self.event_id)
-                self.index += 1
+            if delta:
+                content = delta.get("content")
+                get = delta.get
+                other = get("reasoning_content") or get("reasoning") or get("tool_calls")
+                if content and not other:  # the hot path: a content chunk and nothing else
+                    self._number(sse)
+                    self.parts.append(content)
+                    pieces = (TokenDelta(content, self.index, now, self.event_id),)
+                    self.index += 1
+                elif other:  # role-only and empty chunks are not pieces
+                    self._number(sse)
+                    pieces = delta_pieces(delta, self.index, now, self.event_id)
+                    self.index += len(pieces)
+                    if content:
+                        self.parts.append(content)
             if choice.get("finish_reason"):
                 self.finish_reason = choice["finish_reason"]
         raw_usage = chunk.get("usage")
         if raw_usage:
             self.usage = Usage.from_dict(raw_usage)
-        return token
+        return pieces
+
+    def _number(self, sse: ServerSentEvent) -> None:
+        """With ids in use, a new SSE id numbers the event's first piece (WHATWG: an event
+        carries the last id in force). Opaque (non-numeric) ids only resume."""
+        if self._use_ids:
+            sid = sse.id
+            if sid is not None and sid != self._last_id:
+                self._last_id = self.event_id = sid
+                if sid.isdigit():
+                    self.index = int(sid)
 
     def end(self, now: float, *, cut: bool = False) -> StreamEnd:
         """The body ended: the stream's end, or :class:`StreamInterrupted` if it was cut short.
@@ -371,3 +397,46 @@ class ChatChunks:
                 partial_text=self.partial_text,
             )
         return StreamEnd(self.finish_reason, self.usage, now)
+
+
+def delta_pieces(
+    delta: Mapping[str, Any], index: int, now: float, event_id: str | None
+) -> tuple[Piece, ...]:
+    """The pieces of one Chat Completions ``delta`` (or WebSocket token message), in order:
+    reasoning (``reasoning_content`` or ``reasoning``: servers use either name, and a few send
+    both with the same text, so the first one set is taken), tool-call pieces, then content.
+    Each takes the next index from ``index``.
+    """
+    out: list[Piece] = []
+    reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+    if isinstance(reasoning, str) and reasoning:
+        out.append(ReasoningDelta(reasoning, index, now, event_id))
+        index += 1
+    calls = delta.get("tool_calls")
+    if isinstance(calls, list):
+        for position, call in enumerate(calls):
+            if not isinstance(call, Mapping):
+                continue
+            function = call.get("function")
+            fields: Mapping[str, Any] = function if isinstance(function, Mapping) else {}
+            call_index = call.get("index")
+            call_id = call.get("id")
+            name = fields.get("name")
+            arguments = fields.get("arguments")
+            piece = ToolCallDelta(
+                call_index if isinstance(call_index, int) else position,
+                call_id if isinstance(call_id, str) and call_id else None,
+                name if isinstance(name, str) and name else None,
+                arguments if isinstance(arguments, str) else "",
+                index,
+                now,
+                event_id,
+            )
+            if piece.id is None and piece.name is None and not piece.arguments_piece:
+                continue  # an empty piece says nothing
+            out.append(piece)
+            index += 1
+    content = delta.get("content")
+    if isinstance(content, str) and content:
+        out.append(TokenDelta(content, index, now, event_id))
+    return tuple(out)

@@ -150,9 +150,8 @@ async def stream_chat_fast_sse(
                     if hint is not None:
                         yield hint
                 for sse in batch:
-                    token = feed(sse, now)
-                    if token is not None:
-                        yield token
+                    for piece in feed(sse, now):
+                        yield piece
                 batch = await conn.batch()
                 now = _clock()
             release(pool, conn)  # before the last yield: the consumer may stop at StreamEnd

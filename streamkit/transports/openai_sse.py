@@ -128,9 +128,8 @@ async def stream_chat_completion(
                         if hint is not None:
                             yield hint
                     for sse in events:
-                        token = chunks.feed(sse, now)
-                        if token is not None:
-                            yield token
+                        for piece in chunks.feed(sse, now):
+                            yield piece
             except httpx2.HTTPError as exc:
                 error = translate_error(exc, url, chunks.partial_text)
                 if not (chunks.complete and isinstance(error, BODY_ENDS)):

@@ -314,9 +314,8 @@ async def stream_chat_sse(
                 hint = chunks.reconnect(state.retry, now)
                 if hint is not None:
                     yield hint
-            token = chunks.feed(sse, now)
-            if token is not None:
-                yield token
+            for piece in chunks.feed(sse, now):
+                yield piece
     except BODY_ENDS:
         if not chunks.complete:
             hint = chunks.reconnect(state.retry, _clock())  # a retry: before the drop

@@ -44,7 +44,7 @@ from ..errors import (
 )
 from ..events import Event, StreamEnd, StreamStart, TokenDelta, Usage
 from ._attempt import ResumeFrom
-from ._common import describe, parse_retry_after, status_error
+from ._common import delta_pieces, describe, parse_retry_after, status_error
 from ._rehearsal import MESSAGES, MODEL, rehearse, rehearsed
 
 __all__ = ["WSConnection", "WSStream", "stream_chat_ws", "ws_url"]
@@ -439,13 +439,26 @@ async def stream_chat_ws(
                 if not started:
                     started = True
                     yield StreamStart(sent_at, now, model)
-                content = message.get("content") or ""
-                parts.append(content)
                 if use_ids:
                     seq = message.get("seq")
                     if isinstance(seq, int):
                         index = seq
                         event_id = str(seq)
+                content = message.get("content")
+                if (
+                    "reasoning_content" in message
+                    or "reasoning" in message
+                    or ("tool_calls" in message)
+                ):
+                    # Reasoning and tool-call pieces: the fields of a Chat Completions delta.
+                    for piece in delta_pieces(message, index, now, event_id):
+                        yield piece
+                        index += 1
+                    if content:
+                        parts.append(content)
+                    continue
+                content = content or ""
+                parts.append(content)
                 yield TokenDelta(content, index, now, event_id)
                 index += 1
             elif kind == "start":
