@@ -58,7 +58,7 @@ import traitlets
 from ..batching import AdaptivePolicy
 from ..events import Event, StreamRetry, TokenDelta
 from ..result import StreamResult
-from ._base import View
+from ._base import View, joined
 from .widget import PRE_CLOSE, PRE_OPEN, WidgetView
 
 __all__ = ["BrowserAck", "DeltaText", "DeltaView", "FlushAck", "FlushRecord", "delta_view"]
@@ -140,10 +140,7 @@ class DeltaText(anywidget.AnyWidget):
     @property
     def text(self) -> str:
         """The current stream's text, as sent so far."""
-        parts = self._parts
-        if len(parts) > 1:
-            parts[:] = ["".join(parts)]
-        return parts[0] if parts else ""
+        return joined(self._parts)
 
     def begin(self) -> int:
         """Start a new text; returns its stream id. Views still showing the old one clear it at

@@ -15,8 +15,6 @@ more on finish through the display handle, so the stored output is the final tra
 from __future__ import annotations
 
 import html
-import time
-from collections.abc import Callable
 from typing import Any
 
 import ipywidgets as widgets
@@ -64,14 +62,7 @@ class WidgetView(BufferedView):
         widget: the whole panel (an ``ipywidgets.VBox`` with the CSS class ``streamkit-view``).
     """
 
-    def __init__(
-        self,
-        *,
-        max_tokens: int = 4,
-        max_delay: float = 0.05,
-        clock: Callable[[], float] = time.perf_counter,
-    ) -> None:
-        super().__init__(max_tokens=max_tokens, max_delay=max_delay, clock=clock)
+    def _on_init(self) -> None:
         self.header = widgets.HTML(value=self._header_html("idle"))
         self.stop_button = widgets.Button(
             description="Stop",
