@@ -371,7 +371,9 @@ class Client:
                 extra_body=extra_body,
                 **params,
             )
-        request = self._request(model, max_tokens, seed, temperature, extra_body, params)
+        request = request_body(
+            model or self.model, self.base_url, max_tokens, seed, temperature, extra_body, params
+        )
         model_id: str = request.pop("model")
         key = add_attempt_key(request)
         factory = self._factory(model_id, messages_of(prompt), request)
@@ -477,7 +479,9 @@ class Client:
         model = request.pop("model", None) or await self.resolve_model()
         get = request.pop  # the named fields out, the rest passed on as they are
         tokens, seed, heat = get("max_tokens", None), get("seed", None), get("temperature", None)
-        body = self._request(model, tokens, seed, heat, get("extra_body", None), request)
+        body = request_body(
+            model, self.base_url, tokens, seed, heat, get("extra_body", None), request
+        )
         del body["model"]
         return self._factory(model, messages_of(prompt), body)
 
@@ -497,19 +501,6 @@ class Client:
             yield events
         finally:
             await events.aclose()  # type: ignore[attr-defined]  # an async generator
-
-    def _request(
-        self,
-        model: str | None,
-        max_tokens: int | None,
-        seed: int | None,
-        temperature: float | None,
-        extra_body: Mapping[str, Any] | None,
-        params: Mapping[str, Any],
-    ) -> dict[str, Any]:
-        return request_body(
-            model or self.model, self.base_url, max_tokens, seed, temperature, extra_body, params
-        )
 
     # -- chat into a view ------------------------------------------------------------------------
 
