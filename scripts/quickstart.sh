@@ -25,4 +25,9 @@ python -m pip install --quiet -e ".[lab]"
 if [ "$install_only" = 1 ]; then
   exit 0
 fi
-exec jupyter lab notebooks/00_quickstart.ipynb "$@"
+# JupyterLab refuses to start as root (a container, a CI machine) unless told it may.
+root_flag=()
+if [ "$(id -u)" = 0 ]; then
+  root_flag=(--allow-root)
+fi
+exec jupyter lab notebooks/00_quickstart.ipynb "${root_flag[@]}" "$@"
