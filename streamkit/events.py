@@ -48,12 +48,16 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class Usage:
-    """Token usage as the server reported it (OpenAI's ``usage`` object)."""
+    """Token usage as the server reported it (OpenAI's ``usage`` object).
+
+    ``reasoning_tokens`` is ``completion_tokens_details.reasoning_tokens`` (part of
+    ``completion_tokens``), 0 when the server did not say."""
 
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
     cached_tokens: int = 0
+    reasoning_tokens: int = 0
 
     @classmethod
     def from_dict(cls, data: dict[str, object]) -> Usage:
@@ -67,7 +71,9 @@ class Usage:
         prompt = count(data.get("prompt_tokens"))
         completion = count(data.get("completion_tokens"))
         total = count(data.get("total_tokens")) or prompt + completion
-        return cls(prompt, completion, total, cached)
+        out = data.get("completion_tokens_details")
+        reasoning = count(out.get("reasoning_tokens")) if isinstance(out, dict) else 0
+        return cls(prompt, completion, total, cached, reasoning)
 
 
 @dataclass(frozen=True, slots=True)

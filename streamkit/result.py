@@ -3,8 +3,10 @@
 A :class:`StreamResult` is built by folding events into it (:meth:`StreamResult.apply`), so the same
 object serves a stream that completed, one that failed half-way (its text is the partial text) and
 one the user stopped. Timing definitions follow vLLM's ``bench serve``: time to first token counts
-the first chunk *with content* (role-only chunks do not count); end-to-end latency runs from send to
-the last content chunk.
+the first streamed piece of any kind (reasoning, content or a tool-call piece; role-only chunks do
+not count), :attr:`StreamResult.ttft_answer` the first content chunk; end-to-end latency runs
+from send to the last piece. Reasoning and tool calls are kept beside the text
+(:attr:`StreamResult.reasoning`, :attr:`StreamResult.tool_calls`).
 
 Left as a notebook cell's value, a result shows itself as a compact table with the start of its
 text (``_repr_html_``, every value escaped: model text is untrusted) and, as text, one short line.
@@ -12,14 +14,90 @@ text (``_repr_html_``, every value escaped: model text is untrusted) and, as tex
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from itertools import pairwise
-from typing import Literal
+from typing import Any, Literal
 
-from .errors import StreamCancelled, StreamkitError
-from .events import Event, StreamEnd, StreamError, StreamRetry, StreamStart, TokenDelta, Usage
+from .errors import ProtocolError, StreamCancelled, StreamkitError
+from .events import (
+    Event,
+    ReasoningDelta,
+    StreamEnd,
+    StreamError,
+    StreamRetry,
+    StreamStart,
+    TokenDelta,
+    ToolCallDelta,
+    Usage,
+)
 
-__all__ = ["OutputTokensSource", "StreamResult", "StreamStatus", "output_tokens_from"]
+__all__ = [
+    "OutputTokensSource",
+    "StreamResult",
+    "StreamStatus",
+    "ToolCall",
+    "ToolCallArgumentsError",
+    "output_tokens_from",
+]
+
+
+class ToolCallArgumentsError(ProtocolError):
+    """A tool call's joined ``arguments`` are not valid JSON (the model wrote bad JSON, or the
+    stream lost a piece). Names the call; the raw text stays on :attr:`ToolCall.arguments`."""
+
+    def __init__(self, call: ToolCall, cause: ValueError) -> None:
+        super().__init__(
+            f"tool call {call.index} ({call.id or 'no id'}, {call.name or 'no name'}): its "
+            f"arguments are not valid JSON ({cause}): {call.arguments[:80]!r}"
+        )
+        self.call_id = call.id
+        self.name = call.name
+
+
+@dataclass(slots=True)
+class ToolCall:
+    """One tool call of a reply, joined from its streamed pieces.
+
+    Attributes:
+        index: the call's position in the reply (the wire's ``tool_calls[].index``).
+        id: the call's id (``call_…``), if the server gave one.
+        name: the function's name.
+        arguments: the JSON arguments as text, every piece joined.
+    """
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+    def parsed(self) -> Any:
+        """The arguments decoded from JSON (``{}`` when the server sent none).
+
+        Raises:
+            ToolCallArgumentsError: the joined text is not valid JSON; it names the call.
+        """
+        if not self.arguments.strip():
+            return {}
+        try:
+            return json.loads(self.arguments)
+        except ValueError as exc:
+            raise ToolCallArgumentsError(self, exc) from exc
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready: the call, its raw arguments, and either ``parsed`` or ``error``."""
+        out: dict[str, object] = {
+            "index": self.index,
+            "id": self.id,
+            "name": self.name,
+            "arguments": self.arguments,
+        }
+        try:
+            out["parsed"] = self.parsed()
+        except ToolCallArgumentsError as exc:
+            out["error"] = exc.message
+        return out
+
 
 StreamStatus = Literal["pending", "streaming", "completed", "stopped", "failed"]
 
@@ -30,11 +108,11 @@ OutputTokensSource = Literal["usage", "counted"]
 def output_tokens_from(usage: Usage | None, counted: int) -> tuple[int, OutputTokensSource]:
     """N_out and its source: the one rule, for :class:`StreamResult` and the metrics alike.
 
-    ``usage.completion_tokens`` whenever the server sent usage, else ``counted`` (the content
-    chunks of the kept reply). Usage stands after a retry too: after a resume the bundled server
-    reports the whole logical stream, not the last attempt (docs/protocol.md, "SSE ids and
-    resume"; WebSocket ``end`` likewise), and after a restart the kept reply *is* the last
-    attempt.
+    ``usage.completion_tokens`` whenever the server sent usage, else ``counted`` (the pieces of
+    the kept reply: content, reasoning and tool-call chunks, as completion tokens count them).
+    Usage stands after a retry too: after a resume the bundled server reports the whole logical
+    stream, not the last attempt (docs/protocol.md, "SSE ids and resume"; WebSocket ``end``
+    likewise), and after a restart the kept reply *is* the last attempt.
 
     Args:
         usage: the usage the server reported, if any.
@@ -62,6 +140,11 @@ class StreamResult:
         usage: the usage chunk, if the server sent one.
         error: the typed error when ``status`` is ``failed`` or ``stopped``.
         chunks: number of content chunks received (kept, after a restart).
+        reasoning_chunks: reasoning chunks received (kept).
+        tool_call_chunks: tool-call pieces received (kept).
+        tool_calls: the reply's tool calls, by index, joined from their pieces.
+        first_answer_at: the first content chunk's arrival (``first_token_at`` is the first
+            piece of any kind).
         retries: attempts that failed and were retried.
         discarded_tokens: tokens thrown away because a retry started over (no event ids).
         sent_at / opened_at / first_token_at / last_token_at / ended_at: ``perf_counter`` times.
@@ -81,18 +164,33 @@ class StreamResult:
     request_id: str | None = None
     retries: int = 0
     discarded_tokens: int = 0
+    reasoning_chunks: int = 0
+    tool_call_chunks: int = 0
+    first_answer_at: float | None = None
+    tool_calls: list[ToolCall] = field(default_factory=list, repr=False)
     token_times: list[float] = field(default_factory=list, repr=False)
     _parts: list[str] = field(default_factory=list, repr=False)
+    _reasoning: list[str] = field(default_factory=list, repr=False)
 
     def apply(self, event: Event) -> None:
         """Fold one event into the result."""
         if isinstance(event, TokenDelta):
             if self.first_token_at is None:
                 self.first_token_at = event.time
+            if self.first_answer_at is None:
+                self.first_answer_at = event.time
             self.last_token_at = event.time
             self.token_times.append(event.time)
             self.chunks += 1
             self._parts.append(event.text)
+        elif isinstance(event, ReasoningDelta):
+            self._piece(event.time)
+            self.reasoning_chunks += 1
+            self._reasoning.append(event.text)
+        elif isinstance(event, ToolCallDelta):
+            self._piece(event.time)
+            self.tool_call_chunks += 1
+            self._tool_call(event)
         elif isinstance(event, StreamStart):
             if self.sent_at is None:  # a retry's new attempt keeps the first send as time zero
                 self.sent_at = event.sent_at
@@ -108,9 +206,11 @@ class StreamResult:
                 # its chunk count and its timings describe the attempt that is kept.
                 self.discarded_tokens += event.discarded
                 self._parts.clear()
+                self._reasoning.clear()
+                self.tool_calls.clear()
                 self.token_times.clear()
-                self.chunks = 0
-                self.first_token_at = self.last_token_at = None
+                self.chunks = self.reasoning_chunks = self.tool_call_chunks = 0
+                self.first_token_at = self.last_token_at = self.first_answer_at = None
         elif isinstance(event, StreamEnd):
             self.finish_reason = event.finish_reason
             self.usage = event.usage
@@ -120,6 +220,32 @@ class StreamResult:
             self.error = event.error
             self.ended_at = event.time
             self.status = "stopped" if isinstance(event.error, StreamCancelled) else "failed"
+
+    def _piece(self, time: float) -> None:
+        if self.first_token_at is None:
+            self.first_token_at = time
+        self.last_token_at = time
+        self.token_times.append(time)
+
+    def _tool_call(self, event: ToolCallDelta) -> None:
+        calls = self.tool_calls
+        call = next((c for c in reversed(calls) if c.index == event.call_index), None)
+        if call is None:
+            call = ToolCall(event.call_index)
+            calls.append(call)
+            calls.sort(key=lambda c: c.index)
+        if event.id and call.id is None:
+            call.id = event.id
+        if event.name and call.name is None:
+            call.name = event.name
+        call.arguments += event.arguments_piece
+
+    @property
+    def reasoning(self) -> str:
+        """Every reasoning delta received so far, joined ("" from a model that does not reason)."""
+        if len(self._reasoning) > 1:
+            self._reasoning[:] = ["".join(self._reasoning)]
+        return self._reasoning[0] if self._reasoning else ""
 
     @property
     def text(self) -> str:
@@ -136,10 +262,31 @@ class StreamResult:
 
     @property
     def ttft(self) -> float | None:
-        """Seconds from send to the first content chunk."""
+        """Seconds from send to the first piece of any kind (reasoning, content or tool call),
+        as ``vllm bench serve`` counts it; the same as :attr:`ttft_answer` without reasoning."""
         if self.sent_at is None or self.first_token_at is None:
             return None
         return self.first_token_at - self.sent_at
+
+    @property
+    def ttft_answer(self) -> float | None:
+        """Seconds from send to the first content chunk: when the answer itself starts."""
+        if self.sent_at is None or self.first_answer_at is None:
+            return None
+        return self.first_answer_at - self.sent_at
+
+    @property
+    def reasoning_tokens(self) -> int:
+        """Reasoning tokens: the usage's ``completion_tokens_details.reasoning_tokens`` when the
+        server reported some, else the reasoning chunks counted."""
+        if self.usage is not None and self.usage.reasoning_tokens:
+            return self.usage.reasoning_tokens
+        return self.reasoning_chunks
+
+    @property
+    def answer_tokens(self) -> int:
+        """Output tokens that are not reasoning (the answer and any tool calls)."""
+        return max(0, self.output_tokens - self.reasoning_tokens)
 
     @property
     def ttfb(self) -> float | None:
@@ -150,14 +297,14 @@ class StreamResult:
 
     @property
     def e2e(self) -> float | None:
-        """Seconds from send to the last content chunk."""
+        """Seconds from send to the last piece (of any kind)."""
         if self.sent_at is None or self.last_token_at is None:
             return None
         return self.last_token_at - self.sent_at
 
     @property
     def itl(self) -> list[float]:
-        """Every gap in seconds between consecutive content chunks (inter-token latency)."""
+        """Every gap in seconds between consecutive pieces (inter-token latency)."""
         return [b - a for a, b in pairwise(self.token_times)]
 
     @property
@@ -171,7 +318,7 @@ class StreamResult:
     def output_tokens_source(self) -> OutputTokensSource:
         """Where :attr:`output_tokens` came from: ``usage`` or ``counted`` (chunks); see
         :func:`output_tokens_from`, the rule the metrics share."""
-        return output_tokens_from(self.usage, self.chunks)[1]
+        return output_tokens_from(self.usage, self.pieces)[1]
 
     def to_dict(self) -> dict[str, object]:
         """The request's metrics as JSON-ready values (seconds; None where undefined)."""
@@ -181,6 +328,7 @@ class StreamResult:
             "finish_reason": self.finish_reason,
             "ttfb": self.ttfb,
             "ttft": self.ttft,
+            "ttft_answer": self.ttft_answer,
             "tpot": self.tpot,
             "itl": self.itl,
             "e2e": self.e2e,
@@ -188,6 +336,12 @@ class StreamResult:
             "output_tokens_source": self.output_tokens_source,
             "prompt_tokens": self.usage.prompt_tokens if self.usage else None,
             "chunks": self.chunks,
+            "reasoning_tokens": self.reasoning_tokens,
+            "answer_tokens": self.answer_tokens,
+            "reasoning_chunks": self.reasoning_chunks,
+            "tool_call_chunks": self.tool_call_chunks,
+            "reasoning": self.reasoning,
+            "tool_calls": [call.to_dict() for call in self.tool_calls],
             "tokens_per_second": self.tokens_per_second,
             "retries": self.retries,
             "discarded_tokens": self.discarded_tokens,
@@ -198,7 +352,12 @@ class StreamResult:
     def output_tokens(self) -> int:
         """Completion tokens: from the usage chunk when present (after a resume too), else the
         chunks counted (:func:`output_tokens_from`)."""
-        return output_tokens_from(self.usage, self.chunks)[0]
+        return output_tokens_from(self.usage, self.pieces)[0]
+
+    @property
+    def pieces(self) -> int:
+        """Chunks of every kind received (kept): content, reasoning and tool-call pieces."""
+        return self.chunks + self.reasoning_chunks + self.tool_call_chunks
 
     @property
     def tokens_per_second(self) -> float | None:
@@ -276,6 +435,11 @@ class StreamResult:
             )
         else:
             parts.append(f"{self.chunks} chunks (no usage reported)")
+        if self.reasoning_chunks:
+            parts.append(f"{self.reasoning_tokens} reasoning tokens")
+        if self.tool_calls:
+            n = len(self.tool_calls)
+            parts.append(f"{n} tool call{'' if n == 1 else 's'}")
         if self.finish_reason:
             parts.append(f"finish {self.finish_reason}")
         if self.retries:

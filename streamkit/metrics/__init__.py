@@ -13,9 +13,11 @@ Definitions (vLLM ``bench serve``, ``vllm/benchmarks/serve.py`` ``calculate_metr
 seconds from the request's send time (the first attempt's ``StreamStart.sent_at``):
 
 - **TTFB** time to first byte: the response headers of the first accepted attempt.
-- **TTFT** time to first token: the first chunk *with content*. Role-only chunks, empty deltas and
-  the usage chunk never count (they are not :class:`~streamkit.events.TokenDelta`).
-- **E2E** end-to-end latency: the last content chunk.
+- **TTFT** time to first token: the first chunk *with a piece* of any kind (reasoning, content or
+  a tool-call piece), as vLLM counts it. Role-only chunks, empty deltas and the usage chunk never
+  count. **TTFT (answer)** (``ttft_answer``) is the first *content* chunk: after the thinking.
+  Without reasoning or tool calls the two are the same.
+- **E2E** end-to-end latency: the last piece.
 - **N_out** output tokens: ``usage.completion_tokens`` when the server sent usage, else the content
   chunks counted (``output_tokens_source`` says which). vLLM re-tokenizes the text when usage is
   missing; without a tokenizer, a chunk count is the honest fallback (one chunk is one token on
@@ -24,7 +26,7 @@ seconds from the request's send time (the first attempt's ``StreamStart.sent_at`
   :class:`~streamkit.StreamResult`: :func:`streamkit.result.output_tokens_from`.
 - **TPOT** time per output token after the first: ``(E2E − TTFT) / (N_out − 1)``, defined only for
   ``N_out > 1``; undefined requests are *excluded* from TPOT statistics, never counted as 0.
-- **ITL** inter-token latency: every gap between consecutive content chunks, pooled across
+- **ITL** inter-token latency: every gap between consecutive pieces (any kind), pooled across
   requests before percentiles (so long replies weigh more). A chunk carrying several tokens is
   one gap. A gap spanning a retry includes the backoff: it is what a reader waited. After a
   retry that starts over (``StreamRetry.discarded``), metrics follow the kept reply only.

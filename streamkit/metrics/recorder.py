@@ -10,7 +10,17 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..errors import APIStatusError, StreamCancelled, StreamkitError
-from ..events import Event, StreamEnd, StreamError, StreamRetry, StreamStart, TokenDelta, Usage
+from ..events import (
+    Event,
+    ReasoningDelta,
+    StreamEnd,
+    StreamError,
+    StreamRetry,
+    StreamStart,
+    TokenDelta,
+    ToolCallDelta,
+    Usage,
+)
 from ..result import OutputTokensSource, output_tokens_from
 
 if TYPE_CHECKING:
@@ -56,9 +66,14 @@ class RequestRecorder:
         id: the request's number in its collector (0, 1, 2…, in order of tracking).
         label: a name for the request (default ``"request <id>"``).
         tags: any extra fields given to :meth:`MetricsCollector.track` (exported as columns).
-        times: each content chunk's arrival (``perf_counter`` seconds).
-        indices: each content chunk's index, as the transport numbered it.
-        chars: each content chunk's text length in characters.
+        times: each chunk's arrival (``perf_counter`` seconds): content, reasoning and tool-call
+            pieces alike.
+        indices: each chunk's index, as the transport numbered it.
+        chars: each content chunk's text length in characters (0 for other pieces).
+        others: the positions (in ``times``) of the pieces that are not content: reasoning
+            and tool-call pieces are timed in the same columns (time to first token and the
+            gaps count every piece, as ``vllm bench serve`` does), and listed here.
+        other_kinds: for each of ``others``, 1 for reasoning, 2 for a tool-call piece.
         created: when the recorder was made (collector clock); the send-time fallback.
         sent_at: the first attempt's send time, None until a stream started.
         first_byte_at: when the first accepted attempt's headers arrived.
@@ -93,6 +108,8 @@ class RequestRecorder:
         "kept_from",
         "label",
         "model",
+        "other_kinds",
+        "others",
         "render_lags",
         "request_id",
         "retries",
@@ -121,6 +138,8 @@ class RequestRecorder:
         self.times = array("d")
         self.indices = array("I")
         self.chars = array("I")
+        self.others = array("I")
+        self.other_kinds = array("B")
         self.sent_at: float | None = None
         self.first_byte_at: float | None = None
         self.model = ""
@@ -157,6 +176,12 @@ class RequestRecorder:
             self.times.append(event.time)
             self.indices.append(event.index)
             self.chars.append(len(event.text))
+        elif isinstance(event, ReasoningDelta | ToolCallDelta):
+            self.others.append(len(self.times))
+            self.other_kinds.append(1 if isinstance(event, ReasoningDelta) else 2)
+            self.times.append(event.time)
+            self.indices.append(event.index)
+            self.chars.append(0)
         elif isinstance(event, StreamStart):
             if self.sent_at is None:  # a retried request keeps its first send as time zero
                 self.sent_at = event.sent_at
@@ -275,6 +300,24 @@ class RequestRecorder:
         content chunks counted; the rule :class:`~streamkit.StreamResult` follows
         (:func:`~streamkit.result.output_tokens_from`)."""
         return output_tokens_from(self.usage, len(self.times) - self.kept_from)
+
+    def kept_kinds(self) -> tuple[int, int, float | None]:
+        """``(reasoning pieces, tool-call pieces, first content chunk's arrival)`` of the kept
+        reply."""
+        reasoning = tools = 0
+        other = set()
+        for position, kind in zip(self.others, self.other_kinds, strict=True):
+            if position >= self.kept_from:
+                other.add(position)
+                if kind == 1:
+                    reasoning += 1
+                else:
+                    tools += 1
+        first_answer = next(
+            (self.times[i] for i in range(self.kept_from, len(self.times)) if i not in other),
+            None,
+        )
+        return reasoning, tools, first_answer
 
     def itl(self) -> list[float]:
         """Every gap in seconds between consecutive content chunks of the kept reply."""

@@ -91,6 +91,9 @@ class RequestMetrics:
     render_lag_mean: float | None
     render_lag_max: float | None
     tags: Mapping[str, object] = field(default_factory=dict)
+    ttft_answer: float | None = None
+    reasoning_chunks: int = 0
+    tool_call_chunks: int = 0
 
     @property
     def ok(self) -> bool:
@@ -163,6 +166,7 @@ def request_metrics(rec: RequestRecorder) -> RequestMetrics:
     if first is not None and last is not None and n_out > 1 and last > first:
         speed = (n_out - 1) / (last - first)
     lags = rec.render_lags
+    reasoning, tools, first_answer = rec.kept_kinds()
     return RequestMetrics(
         id=rec.id,
         label=rec.label,
@@ -192,6 +196,9 @@ def request_metrics(rec: RequestRecorder) -> RequestMetrics:
         render_lag_mean=math.fsum(lags) / len(lags) if lags else None,
         render_lag_max=max(lags) if lags else None,
         tags=rec.tags,
+        ttft_answer=first_answer - sent if first_answer is not None else None,
+        reasoning_chunks=reasoning,
+        tool_call_chunks=tools,
     )
 
 
