@@ -15,9 +15,9 @@ import sys
 import threading
 import time
 from collections import deque
-from types import TracebackType
 
 from ..errors import UsageError
+from ._stoppable import Stoppable
 
 __all__ = ["ServerProcess", "serve_in_subprocess"]
 
@@ -28,7 +28,7 @@ _START_TIMEOUT = 30.0
 _ENV_API_KEY = "STREAMKIT_API_KEY"
 
 
-class ServerProcess:
+class ServerProcess(Stoppable):
     """A simulator running in a child process (``python -m streamkit serve``).
 
     Attributes:
@@ -66,17 +66,6 @@ class ServerProcess:
                 self.process.wait()
         if self.process.stderr is not None:
             self.process.stderr.close()
-
-    def __enter__(self) -> ServerProcess:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def serve_in_subprocess(

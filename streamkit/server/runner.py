@@ -16,12 +16,12 @@ import sys
 import threading
 import time
 from collections.abc import Mapping
-from types import TracebackType
 
 import uvicorn
 from uvicorn.config import LOGGING_CONFIG
 
 from ..errors import UsageError
+from ._stoppable import Stoppable
 from .app import App
 from .config import DEFAULT_MAX_BODY_BYTES, ServerConfig, checked_config, chosen_config
 from .models import MODELS, SimModel
@@ -104,7 +104,7 @@ class _Server(uvicorn.Server):
         await super().shutdown(sockets=sockets)
 
 
-class RunningServer:
+class RunningServer(Stoppable):
     """A simulator serving in a background thread. Stop it with :meth:`stop` or ``with``.
 
     Attributes:
@@ -187,17 +187,6 @@ class RunningServer:
                 self._server.force_exit = True
                 self._thread.join(_STOP_TIMEOUT)
         self._sock.close()
-
-    def __enter__(self) -> RunningServer:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def __repr__(self) -> str:
         # The key is a secret: say whether there is one, never what it is.
