@@ -296,18 +296,19 @@ def metric_samples(completed: Iterable[RequestMetrics]) -> dict[str, list[float]
 def vllm_result(
     result: LoadResult,
     *,
-    percentiles: Sequence[float] = DEFAULT_METRIC_PERCENTILES,
-    metrics: Sequence[str] = DEFAULT_PERCENTILE_METRICS,
-    detailed: bool = False,
-    backend: str = "openai-chat",
-    label: str | None = None,
-    model_id: str | None = None,
-    tokenizer_id: str | None = None,
-    date: str = "",
-    metadata: Mapping[str, str] | None = None,
+    percentiles: Sequence[float],
+    metrics: Sequence[str],
+    detailed: bool,
+    backend: str,
+    label: str | None,
+    model_id: str | None,
+    tokenizer_id: str | None,
+    date: str,
+    metadata: Mapping[str, str] | None,
 ) -> dict[str, Any]:
     """The run as ``vllm bench serve --save-result`` writes it (see :meth:`LoadResult.to_vllm_dict
-    <streamkit.load.LoadResult.to_vllm_dict>` for the arguments)."""
+    <streamkit.load.LoadResult.to_vllm_dict>` for the arguments; their defaults live there, in
+    the one public signature)."""
     for name in metrics:
         if name not in PERCENTILE_METRICS:
             raise UsageError(f"metric {name!r} is invalid: use some of {PERCENTILE_METRICS}")

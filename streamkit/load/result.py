@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .._vllm import DEFAULT_METRIC_PERCENTILES, DEFAULT_PERCENTILE_METRICS, vllm_result
 from ..errors import UsageError
 from ..metrics import Distribution, MetricsCollector, RunSummary
 from .spec import LoadSpec
@@ -139,8 +140,8 @@ class LoadResult:
     def to_vllm_dict(
         self,
         *,
-        percentiles: Sequence[float] = (99.0,),
-        metrics: Sequence[str] = ("ttft", "tpot", "itl"),
+        percentiles: Sequence[float] = DEFAULT_METRIC_PERCENTILES,
+        metrics: Sequence[str] = DEFAULT_PERCENTILE_METRICS,
         detailed: bool = False,
         backend: str = "openai-chat",
         label: str | None = None,
@@ -172,8 +173,6 @@ class LoadResult:
                 flags give it (``model_id`` defaults to the spec's or the served model).
             metadata: ``--metadata`` pairs, saved as top-level keys.
         """
-        from .._vllm import vllm_result
-
         return vllm_result(
             self,
             percentiles=percentiles,
@@ -309,8 +308,6 @@ class LoadResult:
         """vLLM's latency rows: mean, median and the chosen percentiles (ms; "-" when there
         are no values, where vLLM would print 0)."""
         from .._vllm import (
-            DEFAULT_METRIC_PERCENTILES,
-            DEFAULT_PERCENTILE_METRICS,
             PERCENTILE_METRICS,
             metric_samples,
             percentile_key,
