@@ -32,6 +32,10 @@ class SimModel:
         markdown: replies are Markdown documents (headings, lists, a fenced code block, a
             table, a block quote) instead of plain paragraphs; see
             :func:`~streamkit.server.textgen.generate`.
+        reasoning_range: a reasoning model: inclusive (min, max) reasoning tokens streamed
+            before the answer (``delta.reasoning_content``); None for a model that answers at
+            once.
+        reasoning_tokens_per_second: the reasoning's own decode rate (default: the answer's).
     """
 
     id: str
@@ -44,6 +48,8 @@ class SimModel:
     length_range: tuple[int, int] = (60, 180)
     created: int = 1735689600  # 2025-01-01T00:00:00Z
     markdown: bool = False
+    reasoning_range: tuple[int, int] | None = None
+    reasoning_tokens_per_second: float | None = None
 
     def __post_init__(self) -> None:
         # Fail at definition time: a bad table entry would otherwise surface as a confusing
@@ -102,6 +108,19 @@ MODELS: dict[str, SimModel] = {
             length_range=(220, 360),
             markdown=True,
         ),
+        # A reasoning model: it thinks (streamed as reasoning) before it answers.
+        SimModel(
+            id="sim-reasoner",
+            ttft=0.15,
+            tokens_per_second=60.0,
+            jitter=0.15,
+            input_price=1.10,
+            cached_input_price=0.55,
+            output_price=4.40,
+            length_range=(40, 120),
+            reasoning_range=(30, 90),
+            reasoning_tokens_per_second=120.0,
+        ),
     )
 }
 """Every model the server offers by default, by id."""
@@ -122,6 +141,9 @@ def model_card(model: SimModel) -> dict[str, object]:
             "tokens_per_second": model.tokens_per_second,
             "jitter": model.jitter,
             "length_range": list(model.length_range),
+            "reasoning_range": (
+                list(model.reasoning_range) if model.reasoning_range is not None else None
+            ),
             "pricing": model.pricing,
             "pricing_unit": "USD per 1M tokens",
         },

@@ -3,12 +3,20 @@ where a resumed stream starts (:func:`resume_start`). Pure: no I/O."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .request import ChatRequest, RequestError
-from .textgen import generate, schedule
+from .textgen import generate, rng_for, schedule
+from .tools import PlannedCall, plan_calls, split_arguments
 
-__all__ = ["Plan", "plan_reply", "resume_start"]
+__all__ = ["REASONING", "Kind", "Plan", "plan_reply", "resume_start"]
+
+REASONING = "r"
+"""The kind of a reasoning piece in :attr:`Plan.kinds`."""
+
+Kind = str | tuple[int, str | None, str | None] | None
+"""What a piece is: None content, :data:`REASONING`, or a tool-call piece
+``(call index, id, name)`` (id and name only on a call's first piece)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,14 +26,29 @@ class Plan:
     Attributes:
         pieces: the completion's token pieces.
         offsets: when each piece is due, in seconds after the request arrived.
-        finish_reason: ``"stop"`` (the text ended) or ``"length"`` (``max_tokens`` cut it).
+        finish_reason: ``"stop"`` (the text ended), ``"length"`` (``max_tokens`` cut it) or
+            ``"tool_calls"``.
         prompt_tokens: for ``usage``.
+        kinds: what each piece is (see :data:`Kind`); None when every piece is content (the
+            common case, and the wires' fast path). Every piece, whatever its kind, is one
+            token and one SSE id: resume and faults count them all alike.
+        reasoning_field: the delta field reasoning goes in (``reasoning_content`` or
+            ``reasoning``).
+        calls: the tool calls, whole, for a non-streamed response.
     """
 
     pieces: list[str]
     offsets: list[float]
     finish_reason: str
     prompt_tokens: int
+    kinds: list[Kind] | None = None
+    reasoning_field: str = "reasoning_content"
+    calls: list[PlannedCall] = field(default_factory=list)
+
+    @property
+    def reasoning_tokens(self) -> int:
+        """Reasoning pieces (part of ``completion_tokens``)."""
+        return 0 if self.kinds is None else self.kinds.count(REASONING)
 
     @property
     def completion_tokens(self) -> int:
@@ -39,7 +62,7 @@ class Plan:
             "completion_tokens": self.completion_tokens,
             "total_tokens": self.prompt_tokens + self.completion_tokens,
             "prompt_tokens_details": {"cached_tokens": 0},
-            "completion_tokens_details": {"reasoning_tokens": 0},
+            "completion_tokens_details": {"reasoning_tokens": self.reasoning_tokens},
         }
 
 
@@ -49,6 +72,61 @@ def plan_reply(req: ChatRequest) -> Plan:
     Args:
         req: a validated request.
     """
+    model = req.model
+    calls = plan_calls(req.tools, req.tool_choice, req.parallel_tool_calls, req.prompt, req.seed)
+    if model.reasoning_range is None and not calls:
+        return _plan_text(req)
+    kinds: list[Kind] = []
+    pieces: list[str] = []
+    if model.reasoning_range is not None:
+        rng = rng_for(req.seed, req.prompt, "reasoning")
+        thought = generate(
+            "thinking\n" + req.prompt, req.seed, rng.randint(*model.reasoning_range), model
+        )
+        pieces += thought
+        kinds += [REASONING] * len(thought)
+    n_reasoning = len(pieces)
+    if calls:
+        rng = rng_for(req.seed, req.prompt, "arguments")
+        for i, call in enumerate(calls):
+            pieces.append("")
+            kinds.append((i, call.id, call.name))
+            for part in split_arguments(call.arguments, rng):
+                pieces.append(part)
+                kinds.append((i, None, None))
+        finish = "tool_calls"
+    else:
+        answer = _plan_text(req).pieces
+        pieces += answer
+        kinds += [None] * len(answer)
+        finish = "stop"
+    if req.max_tokens is not None and len(pieces) > req.max_tokens:
+        pieces, kinds, finish = pieces[: req.max_tokens], kinds[: req.max_tokens], "length"
+    # The reasoning has its own pace; the answer (or the calls) follow at the model's.
+    think = model.reasoning_tokens_per_second or req.tokens_per_second
+    n_think = min(n_reasoning, len(pieces))
+    timing = {"ttft": req.ttft, "jitter": req.jitter}
+    offsets = schedule(req.prompt, req.seed, n_think, tokens_per_second=think, **timing)
+    rest = len(pieces) - n_think
+    if rest:
+        start = offsets[-1] + 1.0 / think if offsets else req.ttft
+        timing["ttft"] = start
+        offsets += schedule(
+            req.prompt, req.seed, rest, tokens_per_second=req.tokens_per_second, **timing
+        )
+    return Plan(
+        pieces,
+        offsets,
+        finish,
+        req.prompt_tokens,
+        kinds,
+        str(req.sim_options.get("reasoning_field", "reasoning_content")),
+        calls if finish == "tool_calls" else [],
+    )
+
+
+def _plan_text(req: ChatRequest) -> Plan:
+    """A reply of content alone (a model that does not reason, without tool calls)."""
     if req.ignore_eos and req.max_tokens is not None:
         # vLLM's ignore_eos: the natural end (and streamkit.length) is passed over, so the
         # reply is exactly max_tokens long and finishes with "length".

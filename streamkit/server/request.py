@@ -155,6 +155,10 @@ SIM_OPTIONS: dict[str, SimOption] = {
         _is_str, "a string of 1 to 128 characters naming one logical request", parse_attempt_key
     ),
     "faults": SimOption(_is_list, "a list of fault objects", parse_faults),
+    "reasoning_field": SimOption(
+        lambda v: v in ("reasoning_content", "reasoning"),
+        "'reasoning_content' (DeepSeek, llama.cpp) or 'reasoning' (newer vLLM, Ollama)",
+    ),
 }
 """Every key the ``streamkit`` body field accepts. Extend this table to add a setting."""
 
@@ -231,6 +235,9 @@ class ChatRequest:
         sim_options: every validated key of the ``streamkit`` field (structured ones parsed).
         attempt_key: ``streamkit.attempt_key``: names the logical request across attempts.
         faults: ``streamkit.faults``, parsed, in the order given.
+        tools: the request's ``tools`` (validated when the reply is planned).
+        tool_choice: the request's ``tool_choice``.
+        parallel_tool_calls: the request's ``parallel_tool_calls`` (default true).
     """
 
     model: SimModel
@@ -248,6 +255,9 @@ class ChatRequest:
     sim_options: Mapping[str, object] = field(default_factory=dict)
     attempt_key: str | None = None
     faults: tuple[Fault, ...] = ()
+    tools: tuple[object, ...] = ()
+    tool_choice: object = None
+    parallel_tool_calls: bool = True
 
 
 def _reject_constant(name: str) -> NoReturn:
@@ -503,4 +513,7 @@ def parse_chat_object(data: object, models: Mapping[str, SimModel]) -> ChatReque
         sim_options=options,
         attempt_key=options.get("attempt_key"),  # type: ignore[arg-type]
         faults=options.get("faults", ()),  # type: ignore[arg-type]
+        tools=tuple(data.get("tools") or ()),
+        tool_choice=data.get("tool_choice"),
+        parallel_tool_calls=data.get("parallel_tool_calls") is not False,
     )

@@ -15,9 +15,9 @@ from collections.abc import Mapping
 
 from .admission import Admission
 from .asgi import ConnectionDropped, Send, cut_connection, transport_of
-from .plan import Plan
+from .plan import REASONING, Kind, Plan
 
-__all__ = ["SYSTEM_FINGERPRINT", "ChunkEncoder", "SSEWire", "completion_body"]
+__all__ = ["SYSTEM_FINGERPRINT", "ChunkEncoder", "SSEWire", "completion_body", "delta_fields"]
 
 SYSTEM_FINGERPRINT = "fp_streamkit"
 
@@ -44,7 +44,7 @@ class ChunkEncoder:
         include_usage: whether chunks carry ``"usage": null`` and a usage chunk comes last.
     """
 
-    __slots__ = ("_choice_tail", "_content_head", "_head", "_tail")
+    __slots__ = ("_choice_tail", "_content_head", "_delta_head", "_head", "_tail")
 
     def __init__(self, completion_id: str, created: int, model: str, include_usage: bool) -> None:
         self._head = (
@@ -53,7 +53,8 @@ class ChunkEncoder:
             f'"system_fingerprint":"{SYSTEM_FINGERPRINT}","choices":['
         ).encode()
         self._tail = (b',"usage":null' if include_usage else b"") + b"}\n\n"
-        self._content_head = self._head + b'{"index":0,"delta":{"content":'
+        self._delta_head = self._head + b'{"index":0,"delta":{'
+        self._content_head = self._delta_head + b'"content":'
         self._choice_tail = b'},"logprobs":null,"finish_reason":null}]' + self._tail
 
     def role(self) -> bytes:
@@ -70,6 +71,24 @@ class ChunkEncoder:
             piece: the token's text.
         """
         return b"id: %d\n%b%b%b" % (seq, self._content_head, _json_string(piece), self._choice_tail)
+
+    def piece(self, seq: int, piece: str, kind: Kind, reasoning_field: str) -> bytes:
+        """One frame of any kind (content, reasoning or a tool-call piece), with its ``id:``.
+
+        Args:
+            seq: the piece's 0-based index in the logical stream (every kind counts).
+            piece: its text (a tool call's arguments fragment).
+            kind: what it is (:data:`~.plan.Kind`).
+            reasoning_field: ``reasoning_content`` or ``reasoning``.
+        """
+        if kind is None:
+            return self.content(seq, piece)
+        return b"id: %d\n%b%b%b" % (
+            seq,
+            self._delta_head,
+            delta_fields(piece, kind, reasoning_field).encode(),
+            self._choice_tail,
+        )
 
     def malformed(self) -> bytes:
         """A frame whose data is a content chunk cut short: not valid JSON (a fault)."""
@@ -100,6 +119,24 @@ class ChunkEncoder:
         return b"data: [DONE]\n\n"
 
 
+def delta_fields(piece: str, kind: Kind, reasoning_field: str) -> str:
+    """The fields of a reasoning or tool-call delta, as JSON object members (no braces);
+    the WebSocket wire sends the same fields in its token message."""
+    text = _json_string(piece).decode()
+    if kind == REASONING:
+        return f'"{reasoning_field}":{text}'
+    assert isinstance(kind, tuple)
+    index, call_id, name = kind
+    if call_id is None:
+        call = f'{{"index":{index},"function":{{"arguments":{text}}}}}'
+    else:
+        call = (
+            f'{{"index":{index},"id":{json.dumps(call_id)},"type":"function",'
+            f'"function":{{"name":{json.dumps(name)},"arguments":{text}}}}}'
+        )
+    return f'"tool_calls":[{call}]'
+
+
 def completion_body(completion_id: str, created: int, model: str, plan: Plan) -> bytes:
     """A non-streaming ``chat.completion`` response body.
 
@@ -109,6 +146,30 @@ def completion_body(completion_id: str, created: int, model: str, plan: Plan) ->
         model: the model id.
         plan: the reply.
     """
+    kinds = plan.kinds
+    if kinds is None:
+        content: str | None = "".join(plan.pieces)
+    else:
+        content = "".join(p for p, k in zip(plan.pieces, kinds, strict=True) if k is None)
+    message: dict[str, object] = {
+        "role": "assistant",
+        "content": content if content or not plan.calls else None,
+        "refusal": None,
+        "annotations": [],
+    }
+    if plan.reasoning_tokens:
+        message[plan.reasoning_field] = "".join(
+            p for p, k in zip(plan.pieces, kinds or (), strict=True) if k == REASONING
+        )
+    if plan.calls:
+        message["tool_calls"] = [
+            {
+                "id": call.id,
+                "type": "function",
+                "function": {"name": call.name, "arguments": call.arguments},
+            }
+            for call in plan.calls
+        ]
     body = {
         "id": completion_id,
         "object": "chat.completion",
@@ -117,12 +178,7 @@ def completion_body(completion_id: str, created: int, model: str, plan: Plan) ->
         "choices": [
             {
                 "index": 0,
-                "message": {
-                    "role": "assistant",
-                    "content": "".join(plan.pieces),
-                    "refusal": None,
-                    "annotations": [],
-                },
+                "message": message,
                 "logprobs": None,
                 "finish_reason": plan.finish_reason,
             }
@@ -138,6 +194,12 @@ class SSEWire:
 
     __slots__ = ("_admission", "_content", "_encoder", "_plan", "_send", "dropped")
 
+    def _frame(self, seq: int, piece: str) -> bytes:
+        kinds = self._plan.kinds
+        if kinds is None:
+            return self._content(seq, piece)
+        return self._encoder.piece(seq, piece, kinds[seq], self._plan.reasoning_field)
+
     def __init__(self, send: Send, encoder: ChunkEncoder, plan: Plan, admission: Admission) -> None:
         self._send = send
         self._encoder = encoder
@@ -147,9 +209,8 @@ class SSEWire:
         self.dropped = False
 
     async def token(self, seq: int, piece: str) -> None:
-        await self._send(
-            {"type": "http.response.body", "body": self._content(seq, piece), "more_body": True}
-        )
+        body = self._content(seq, piece) if self._plan.kinds is None else self._frame(seq, piece)
+        await self._send({"type": "http.response.body", "body": body, "more_body": True})
 
     async def malformed(self, seq: int) -> None:
         body = self._encoder.malformed()
@@ -162,7 +223,7 @@ class SSEWire:
         if mid_frame:
             pieces = self._plan.pieces
             frame = (
-                self._content(seq, pieces[seq])
+                self._frame(seq, pieces[seq])
                 if seq < len(pieces)
                 else self._encoder.finish(self._plan.finish_reason)
             )

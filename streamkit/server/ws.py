@@ -32,6 +32,7 @@ from .asgi import Receive, Scope, Send, caller_of, cut_connection, transport_of
 from .plan import Plan, plan_reply, resume_start
 from .produce import Ending
 from .request import RequestError, loads_json, parse_chat_object
+from .sse import delta_fields
 
 if TYPE_CHECKING:
     from .core import ServerCore
@@ -358,7 +359,12 @@ class _WSWire:
         self._head = '{"type":"token","id":' + json.dumps(stream_id) + ',"seq":'
 
     def _token_text(self, seq: int, piece: str) -> str:
-        return f'{self._head}{seq},"content":{_json_str(piece)}}}'
+        kinds = self._plan.kinds
+        if kinds is None or kinds[seq] is None:
+            return f'{self._head}{seq},"content":{_json_str(piece)}}}'
+        # Reasoning and tool-call pieces carry the fields of a Chat Completions delta.
+        fields = delta_fields(piece, kinds[seq], self._plan.reasoning_field)
+        return f"{self._head}{seq},{fields}}}"
 
     def end_message(self) -> str:
         """The ``end`` message: finish reason and the whole logical stream's usage."""
