@@ -103,7 +103,10 @@ def plan_reply(req: ChatRequest) -> Plan:
     if req.max_tokens is not None and len(pieces) > req.max_tokens:
         pieces, kinds, finish = pieces[: req.max_tokens], kinds[: req.max_tokens], "length"
     # The reasoning has its own pace; the answer (or the calls) follow at the model's.
-    think = model.reasoning_tokens_per_second or req.tokens_per_second
+    # (streamkit.tokens_per_second, when sent, sets both).
+    think = req.tokens_per_second
+    if "tokens_per_second" not in req.sim_options:
+        think = model.reasoning_tokens_per_second or think
     n_think = min(n_reasoning, len(pieces))
     timing = {"ttft": req.ttft, "jitter": req.jitter}
     offsets = schedule(req.prompt, req.seed, n_think, tokens_per_second=think, **timing)
