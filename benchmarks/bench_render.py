@@ -15,7 +15,8 @@ kernel to core 1.
 
 Sections:
 
-1. **live streams** at 50, 500 and 5,000 tokens/s into ``DeltaView`` (adaptive, the default),
+1. **live streams** at 50, 500 and 5,000 tokens/s into ``MarkdownView`` (the default view),
+   ``DeltaView`` (adaptive),
    ``DeltaView`` fixed at ``medium`` (4 tokens / 50 ms), ``WidgetView`` (HTML, 4 / 50 ms) and no
    view: frontend messages/s (the view's widget messages; the status messages the kernel
    publishes for each acknowledgement are counted apart), bytes per token, the kernel's main-thread
@@ -59,7 +60,7 @@ import asyncio, json, time
 import streamkit as sk
 from streamkit.batching import PRESETS
 from streamkit.events import StreamEnd, StreamStart, TokenDelta
-from streamkit.render import DeltaView, WidgetView
+from streamkit.render import DeltaView, MarkdownView, WidgetView
 from streamkit.result import StreamResult
 
 client = sk.Client(BASE_URL, model="sim-small")
@@ -85,6 +86,8 @@ def timed(view):
 
 
 def make_view(kind):
+    if kind == "markdown":
+        return MarkdownView()
     if kind == "delta":
         return DeltaView()
     if kind == "delta-medium":
@@ -246,7 +249,7 @@ class Frontend:
                 size += msg_bytes(msg)
             if kind == "comm_open":
                 state = content.get("data", {}).get("state", {})
-                if str(state.get("_anywidget_id", "")).endswith("DeltaText"):
+                if str(state.get("_anywidget_id", "")).endswith(("DeltaText", "MarkdownText")):
                     self.delta_comms.add(content["comm_id"])
             elif kind == "comm_msg" and content["comm_id"] in self.delta_comms:
                 data = content["data"]
@@ -293,7 +296,7 @@ def median_of(runs: list[dict[str, float]]) -> dict[str, float]:
 
 
 def section_live(fe: Frontend, rates: list[int], seconds: float, runs: int) -> dict[str, Any]:
-    kinds = ["none", "delta", "delta-medium", "html"]
+    kinds = ["none", "markdown", "delta", "delta-medium", "html"]
     table: dict[str, Any] = {}
     print(f"\n1. live streams (medians of {runs} runs; lag: synthetic frontend, no rendering)")
     print(
