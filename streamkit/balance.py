@@ -71,13 +71,12 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
-from .chat_run import ChatRun, ChatTask, ViewArg
+from .chat_run import ChatFace
 from .client import Client, Transport
 from .endpoint_health import EndpointHealth
 from .endpoint_state import Endpoint, EndpointStats, NoHealthyEndpointError, equivalence_groups
 from .errors import ConnectError, ServerError, StreamkitError, UsageError
 from .events import Event, StreamStart
-from .render import resolve_view
 from .resume import Attempt, AttemptFactory, Move, OnInterrupt, resilient_events
 from .retry import NEVER_RETRIED
 from .source import Prompt, add_attempt_key, messages_of
@@ -85,7 +84,6 @@ from .source import Prompt, add_attempt_key, messages_of
 if TYPE_CHECKING:
     import pandas as pd
 
-    from .result import StreamResult
     from .state import ChatState
 
 __all__ = ["EndpointStats", "LoadBalancer", "NoHealthyEndpointError", "Strategy"]
@@ -97,7 +95,7 @@ _MAX_PINS = 10_000  # conversations remembered for sticky routing (least recentl
 log = logging.getLogger(__name__)
 
 
-class LoadBalancer(EndpointHealth):
+class LoadBalancer(ChatFace, EndpointHealth):
     """Routes chats across several OpenAI-compatible endpoints, with health checks and failover.
 
     A stream cut mid-way by a dying endpoint continues on a healthy one: resumed after its last
@@ -304,49 +302,10 @@ class LoadBalancer(EndpointHealth):
         finally:
             await stream.aclose()  # type: ignore[attr-defined]  # an async generator
 
-    async def chat(
-        self,
-        prompt: Prompt,
-        *,
-        view: ViewArg = "auto",
-        state: ChatState | None = None,
-        raise_on_error: bool = True,
-        **request: Any,
-    ) -> StreamResult:
-        """Stream a reply into ``view`` and return the result, as
-        :meth:`Client.chat <streamkit.client.Client.chat>` does.
-
-        Args:
-            prompt: the user prompt (or a list of messages; with ``state``, a prompt string).
-            view: ``"auto"``, ``"widget"``, ``"console"``, a View, or None for no display.
-            state: a :class:`~streamkit.state.ChatState` to update and take history from;
-                its chats are one conversation for sticky routing, unless
-                ``conversation_id`` says otherwise.
-            raise_on_error: raise the typed error after showing it (default), or return the
-                failed result.
-            **request: passed to :meth:`events` (``conversation_id``, ``model``, ``seed``…),
-                and ``observers``: a list of Observers (e.g. a metrics collector).
-
-        Raises:
-            StreamkitError: the stream failed (and ``raise_on_error``), including
-                :class:`NoHealthyEndpointError`.
-        """
+    def _prepare(self, state: ChatState | None, request: dict[str, Any]) -> None:
+        """A chat with ``state`` is one conversation for sticky routing, unless
+        ``conversation_id`` says otherwise (``chat`` and ``start_chat`` come from ChatFace)."""
         _conversation_of(state, request)
-        run = ChatRun(self, prompt, resolve_view(view), state, request)
-        run.begin()
-        return await run.run(raise_on_error)
-
-    def start_chat(
-        self,
-        prompt: Prompt,
-        *,
-        view: ViewArg = "auto",
-        state: ChatState | None = None,
-        **request: Any,
-    ) -> ChatTask:
-        """Start :meth:`chat` as a background task on the running loop and return at once."""
-        _conversation_of(state, request)
-        return ChatRun(self, prompt, resolve_view(view), state, request).start_task()
 
     # -- lifecycle -------------------------------------------------------------------------------
 

@@ -15,12 +15,12 @@ from typing import Any, Protocol, runtime_checkable
 
 from .errors import StreamCancelled, StreamkitError, UsageError
 from .events import Event, StreamError
-from .render import View, ViewName
+from .render import View, ViewName, resolve_view
 from .result import StreamResult
 from .source import ChatSource, Prompt
 from .state import ChatState
 
-__all__ = ["ChatRun", "ChatTask", "Observer", "StopHandle", "ViewArg"]
+__all__ = ["ChatFace", "ChatRun", "ChatTask", "Observer", "StopHandle", "ViewArg"]
 
 ViewArg = View | ViewName | None
 
@@ -211,3 +211,69 @@ class ChatRun:
         for sink in self.sinks:
             sink.finish(self.result)
         return self.result
+
+
+class ChatFace:
+    """``chat`` and ``start_chat`` for any :class:`~streamkit.source.ChatSource`: the one way a
+    stream reaches a view, a :class:`~streamkit.state.ChatState` and observers.
+
+    :class:`~streamkit.client.Client` and :class:`~streamkit.balance.LoadBalancer` share it;
+    a subclass may adjust each request first (:meth:`_prepare`).
+    """
+
+    def _prepare(self, state: ChatState | None, request: dict[str, Any]) -> None:
+        """Adjust a chat's request before it runs (the balancer pins a conversation)."""
+
+    async def chat(
+        self,
+        prompt: Prompt,
+        *,
+        view: ViewArg = "auto",
+        state: ChatState | None = None,
+        raise_on_error: bool = True,
+        **request: Any,
+    ) -> StreamResult:
+        """Stream a reply into ``view`` and return the result.
+
+        Args:
+            prompt: the user prompt (or a list of messages; with ``state``, a prompt string).
+            view: ``"auto"`` (the Markdown widget in JupyterLab, text elsewhere), ``"widget"``
+                or ``"markdown"`` (the Markdown widget), ``"text"`` (the plain-text widget in
+                JupyterLab), ``"console"``, a :class:`~streamkit.render.View`, or ``None`` for
+                no display.
+            state: a :class:`ChatState` to update and to take the conversation history from.
+            raise_on_error: raise the typed error after showing it (default), or return the
+                failed result instead.
+            **request: passed to ``events`` (``model``, ``max_tokens``, ``seed``, …), and
+                ``observers``: a list of :class:`Observer` (e.g. a metrics collector) that see
+                every event.
+
+        Returns:
+            The result; on a Stop button press its status is ``stopped`` and it keeps the text.
+
+        Raises:
+            StreamkitError: when the stream fails and ``raise_on_error``; ``error.result`` holds
+                the partial result, also kept in ``state.last_result``.
+        """
+        self._prepare(state, request)
+        run = ChatRun(self, prompt, resolve_view(view), state, request)  # type: ignore[arg-type]
+        run.begin()
+        return await run.run(raise_on_error)
+
+    def start_chat(
+        self,
+        prompt: Prompt,
+        *,
+        view: ViewArg = "auto",
+        state: ChatState | None = None,
+        **request: Any,
+    ) -> ChatTask:
+        """Start :meth:`chat` as a background task on the running loop and return at once.
+
+        In a notebook the cell finishes immediately and the kernel stays free to handle widget
+        events (the Stop button, sliders) while the stream runs. Await the returned task (or
+        ``task.wait()``) to get the result.
+        """
+        self._prepare(state, request)
+        run = ChatRun(self, prompt, resolve_view(view), state, request)  # type: ignore[arg-type]
+        return run.start_task()

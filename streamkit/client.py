@@ -41,16 +41,14 @@ from ._client_options import (
     request_body,
 )
 from ._sync import run_sync
-from .chat_run import ChatRun, ChatTask, Observer, ViewArg
+from .chat_run import ChatFace, ChatTask, Observer, ViewArg
 from .endpoint import ModelInfo, choose_model, list_models, resolve_endpoint
 from .errors import UsageError
 from .events import Event
-from .render import resolve_view
 from .result import StreamResult
 from .resume import Attempt, AttemptFactory, OnInterrupt, resilient_events
 from .retry import RetryPolicy
 from .source import Prompt, add_attempt_key, messages_of
-from .state import ChatState
 from .transports.fast_sse import FastSSEPool, stream_chat_fast_sse
 from .transports.openai_sse import stream_chat_completion
 from .transports.sse import stream_chat_sse
@@ -68,7 +66,7 @@ __all__ = [
 _TRANSPORTS = TRANSPORTS  # the name older code imports
 
 
-class Client:
+class Client(ChatFace):
     """Streams chat completions from one OpenAI-compatible endpoint.
 
     Args:
@@ -502,58 +500,7 @@ class Client:
         finally:
             await events.aclose()  # type: ignore[attr-defined]  # an async generator
 
-    # -- chat into a view ------------------------------------------------------------------------
-
-    async def chat(
-        self,
-        prompt: Prompt,
-        *,
-        view: ViewArg = "auto",
-        state: ChatState | None = None,
-        raise_on_error: bool = True,
-        **request: Any,
-    ) -> StreamResult:
-        """Stream a reply into ``view`` and return the result.
-
-        Args:
-            prompt: the user prompt (or a list of messages; with ``state``, a prompt string).
-            view: ``"auto"`` (the Markdown widget in JupyterLab, text elsewhere), ``"widget"``
-                or ``"markdown"`` (the Markdown widget), ``"text"`` (the plain-text widget in
-                JupyterLab), ``"console"``, a :class:`~streamkit.render.View`, or ``None`` for
-                no display.
-            state: a :class:`ChatState` to update and to take the conversation history from.
-            raise_on_error: raise the typed error after showing it (default), or return the
-                failed result instead.
-            **request: passed to :meth:`events` (``model``, ``max_tokens``, ``seed``, …), and
-                ``observers``: a list of :class:`Observer` (e.g. a metrics collector) that see
-                every event.
-
-        Returns:
-            The result; on a Stop button press its status is ``stopped`` and it keeps the text.
-
-        Raises:
-            StreamkitError: when the stream fails and ``raise_on_error``; ``error.result`` holds
-                the partial result, also kept in ``state.last_result``.
-        """
-        run = ChatRun(self, prompt, resolve_view(view), state, request)
-        run.begin()
-        return await run.run(raise_on_error)
-
-    def start_chat(
-        self,
-        prompt: Prompt,
-        *,
-        view: ViewArg = "auto",
-        state: ChatState | None = None,
-        **request: Any,
-    ) -> ChatTask:
-        """Start :meth:`chat` as a background task on the running loop and return at once.
-
-        In a notebook the cell finishes immediately and the kernel stays free to handle widget
-        events (the Stop button, sliders) while the stream runs. Await the returned task (or
-        ``task.wait()``) to get the result.
-        """
-        return ChatRun(self, prompt, resolve_view(view), state, request).start_task()
+    # -- chat into a view: chat() and start_chat() come from ChatFace ---------------------------
 
     def chat_sync(self, prompt: Prompt, **kwargs: Any) -> StreamResult:
         """Blocking :meth:`chat`, for code that cannot ``await`` (scripts, a plain function)."""
