@@ -43,11 +43,13 @@ from .errors import (
 )
 from .events import (
     Event,
+    ReasoningDelta,
     StreamEnd,
     StreamError,
     StreamRetry,
     StreamStart,
     TokenDelta,
+    ToolCallDelta,
     Usage,
 )
 
@@ -122,6 +124,8 @@ if TYPE_CHECKING:
     )
     from .result import (
         StreamResult,
+        ToolCall,
+        ToolCallArgumentsError,
     )
     from .retry import (
         RetryPolicy,
@@ -186,6 +190,8 @@ _LAZY = {
     "ServerProcess": ".server.process",
     "StreamManager": ".manager",
     "StreamResult": ".result",
+    "ToolCall": ".result",
+    "ToolCallArgumentsError": ".result",
     "TokenBuffer": ".batching",
     "TokenCount": ".cost",
     "Unpriced": ".cost",
@@ -260,6 +266,7 @@ __all__ = [  # noqa: RUF022
     "ProtocolError",
     "RateLimitError",
     "ReadTimeout",
+    "ReasoningDelta",
     "RequestMetrics",
     "ResponseCache",
     "RetryPolicy",
@@ -281,6 +288,9 @@ __all__ = [  # noqa: RUF022
     "TokenBuffer",
     "TokenCount",
     "TokenDelta",
+    "ToolCall",
+    "ToolCallArgumentsError",
+    "ToolCallDelta",
     "TotalTimeout",
     "TransportError",
     "Unpriced",

@@ -9,9 +9,13 @@ Ollama and OpenRouter do, with none of the simulator's habits (no ids, no usage)
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import httpx2
@@ -34,7 +38,7 @@ def body(*faults: dict[str, Any], **sim: Any) -> dict[str, Any]:
 
 
 async def run(
-    server: RunningServer, transport: str, *faults: dict[str, Any], **options: Any
+    server: RunningServer, transport: Any, *faults: dict[str, Any], **options: Any
 ) -> tuple[sk.StreamResult, list[Event]]:
     events: list[Event] = []
 
@@ -225,7 +229,7 @@ def thinker() -> Iterator[str]:
 
 
 @pytest.mark.parametrize("transport", ["sse", "generic-sse", "fast-sse"])
-async def test_a_foreign_server_sending_delta_reasoning(thinker: str, transport: str) -> None:
+async def test_a_foreign_server_sending_delta_reasoning(thinker: str, transport: Any) -> None:
     events: list[Event] = []
 
     class Recorder:
@@ -245,3 +249,80 @@ async def test_a_foreign_server_sending_delta_reasoning(thinker: str, transport:
     # No usage: every piece counted, reasoning apart from the answer.
     assert result.output_tokens == 7 and result.reasoning_tokens == 4
     assert result.answer_tokens == 3
+
+
+# -- the CLI: the answer on stdout, reasoning and tool calls on stderr, both in the metrics ----
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("OPENAI_API_KEY", None)
+    return subprocess.run(
+        [sys.executable, "-m", "streamkit.cli", "chat", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+
+
+def test_cli_answer_on_stdout_reasoning_on_stderr(server: RunningServer, tmp_path: Path) -> None:
+    metrics = tmp_path / "m.json"
+    out = _cli(
+        PROMPT,
+        "--base-url",
+        server.base_url,
+        "--model",
+        "sim-reasoner",
+        "--seed",
+        "7",
+        "--metrics-json",
+        str(metrics),
+    )
+    assert out.returncode == 0, out.stderr
+    data = json.loads(metrics.read_text())
+    assert data["reasoning"] and data["reasoning_tokens"] > 0
+    assert out.stdout.strip() and data["reasoning"] not in out.stdout  # stdout is the answer only
+    assert data["reasoning"] in out.stderr  # not a terminal: no dimming codes around it
+    assert 0 < data["ttft"] < data["ttft_answer"]
+
+
+def test_cli_tools_and_tool_choice(server: RunningServer, tmp_path: Path) -> None:
+    tools = tmp_path / "tools.json"
+    tools.write_text(
+        json.dumps(
+            [
+                {
+                    "type": "function",
+                    "function": {
+                        "name": "get_weather",
+                        "parameters": {
+                            "type": "object",
+                            "properties": {"city": {"type": "string"}},
+                        },
+                    },
+                }
+            ]
+        )
+    )
+    metrics = tmp_path / "m.json"
+    out = _cli(
+        "Weather in Paris?",
+        "--base-url",
+        server.base_url,
+        "--tools",
+        str(tools),
+        "--tool-choice",
+        "get_weather",
+        "--metrics-json",
+        str(metrics),
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == ""  # no answer text: the reply is a call
+    data = json.loads(metrics.read_text())
+    [call] = data["tool_calls"]
+    assert call["name"] == "get_weather" and set(call["parsed"]) == {"city"}
+    assert f"[tool call] get_weather({call['arguments']})" in out.stderr
+    assert data["finish_reason"] == "tool_calls"
+    bad = _cli("x", "--base-url", server.base_url, "--tool-choice", "auto")
+    assert bad.returncode == 2 and "--tools" in bad.stderr

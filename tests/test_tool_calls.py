@@ -45,7 +45,7 @@ SEARCH = {
 
 async def run(
     server: RunningServer,
-    transport: str,
+    transport: Any,
     *faults: dict[str, Any],
     model: str = "sim-small",
     **request: Any,

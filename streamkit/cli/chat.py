@@ -80,9 +80,45 @@ def add_parser(sub: Any) -> None:
     chat.add_argument(
         "--metrics-json",
         metavar="FILE",
-        help="write the request's metrics (timings, tokens, cost) here as JSON",
+        help="write the request's metrics (timings, tokens, cost, reasoning, tool calls) here "
+        "as JSON",
+    )
+    chat.add_argument(
+        "--tools",
+        type=tools_file,
+        metavar="FILE",
+        help="a JSON file holding a list of OpenAI tool definitions: the model may call them "
+        "(each call is written to stderr as [tool call] name(arguments))",
+    )
+    chat.add_argument(
+        "--tool-choice",
+        type=tool_choice,
+        metavar="CHOICE",
+        help="none, auto, required, or the name of one of the --tools functions",
     )
     chat.set_defaults(run=run)
+
+
+def tools_file(path: str) -> list[Any]:
+    """The tool definitions in a JSON file (a list of ``{"type": "function", …}`` objects)."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            tools = json.load(fh)
+    except (OSError, ValueError) as exc:
+        raise argparse.ArgumentTypeError(f"cannot read tools from {path}: {exc}") from None
+    if not isinstance(tools, list) or not all(isinstance(t, dict) for t in tools):
+        raise argparse.ArgumentTypeError(
+            f"{path} must hold a JSON list of tool objects "
+            '([{"type": "function", "function": {"name": …, "parameters": …}}])'
+        )
+    return tools
+
+
+def tool_choice(value: str) -> str | dict[str, Any]:
+    """``none``, ``auto``, ``required``, or a function name (sent as a named choice)."""
+    if value in ("none", "auto", "required"):
+        return value
+    return {"type": "function", "function": {"name": value}}
 
 
 def read_prompt(argument: str | None) -> str:
@@ -131,6 +167,9 @@ def run(args: argparse.Namespace) -> int:
     from ..retry import RetryPolicy
 
     prompt = read_prompt(args.prompt)
+    if args.tool_choice is not None and not args.tools:
+        print("streamkit chat: --tool-choice needs --tools FILE", file=sys.stderr)
+        return 2
     client = Client(
         args.base_url,
         args.api_key,
@@ -146,7 +185,8 @@ def run(args: argparse.Namespace) -> int:
         costs.update(cost_fields(result, client, messages(prompt, args.system)))
         return f"{result.summary()} · {costs['cost']}"
 
-    # A terminal takes every token as it comes: the buffer flushes each one.
+    # A terminal takes every token as it comes: the buffer flushes each one. The answer goes to
+    # stdout; reasoning (dimmed on a terminal) and tool calls go to stderr with the status.
     view = ConsoleView(
         out=sys.stdout, status=sys.stderr, max_tokens=1, max_delay=0.0, summary=summary
     )
@@ -155,6 +195,8 @@ def run(args: argparse.Namespace) -> int:
         "max_tokens": args.max_tokens,
         "temperature": args.temperature,
         "top_p": args.top_p,
+        "tools": args.tools,
+        "tool_choice": args.tool_choice,
     }
     try:
         result = asyncio.run(_run(client, messages(prompt, args.system), view, request))

@@ -35,10 +35,18 @@ from ..errors import (
     ReadTimeout,
     StreamInterrupted,
 )
-from ..events import Event, StreamEnd, StreamError, StreamRetry, TokenDelta
+from ..events import (
+    Event,
+    ReasoningDelta,
+    StreamEnd,
+    StreamError,
+    StreamRetry,
+    TokenDelta,
+    ToolCallDelta,
+)
 from ..result import StreamResult
 
-__all__ = ["BufferedView", "StopCallback", "View", "failure_line", "joined", "retry_line"]
+__all__ = ["BufferedView", "StopCallback", "View", "failure_line", "retry_line"]
 
 StopCallback = Callable[[], object]
 """What a view calls when the user asks to stop (e.g. ``task.cancel``); its return is ignored."""
@@ -62,17 +70,6 @@ class View(Protocol):
 
     def finish(self, result: StreamResult) -> None:
         """Show the final state (text flushed, status, summary); called once per stream."""
-
-
-def joined(parts: list[str]) -> str:
-    """The text of ``parts``, joined in place: reads stay cheap and appends stay O(1).
-
-    The list is left holding the one joined string, so the next read joins only what was
-    appended since.
-    """
-    if len(parts) > 1:
-        parts[:] = ["".join(parts)]
-    return parts[0] if parts else ""
 
 
 class BufferedView(ABC):
@@ -121,16 +118,8 @@ class BufferedView(ABC):
         self.model = ""
         self.prompt = ""
         self.streaming = False
-        self._on_init()
 
     # -- what subclasses provide -------------------------------------------------------------
-
-    def _on_init(self) -> None:  # noqa: B027  (an optional hook, empty on purpose)
-        """Make what the view shows (its widgets); called once, at the end of ``__init__``.
-
-        A subclass that only builds its display needs no ``__init__`` of its own, so the
-        buffer settings and their defaults are declared once, here.
-        """
 
     @abstractmethod
     def _render(self, new_text: str) -> None:
@@ -141,6 +130,10 @@ class BufferedView(ABC):
 
     def _on_finish(self, result: StreamResult) -> None:  # noqa: B027  (optional hook)
         """Show how the stream ended; all text is rendered before this is called."""
+
+    def _on_piece(self, event: ReasoningDelta | ToolCallDelta) -> None:  # noqa: B027
+        """Show a reasoning or tool-call piece (an optional hook: by default the view shows the
+        answer only). Never batched: such pieces come before the answer, or instead of it."""
 
     def _on_retry(self, event: StreamRetry) -> None:  # noqa: B027  (optional hook)
         """Show that an attempt failed and another follows (:func:`retry_line` says it).
@@ -191,6 +184,8 @@ class BufferedView(ABC):
             elif self._timer is None or self._timer_deadline != self.buffer.deadline:
                 # First waiting token, or max_delay changed since the timer was armed.
                 self._arm_timer(now)
+        elif isinstance(event, ReasoningDelta | ToolCallDelta):
+            self._on_piece(event)
         elif isinstance(event, (StreamEnd, StreamError)):
             self.flush()
         elif isinstance(event, StreamRetry):
@@ -225,7 +220,11 @@ class BufferedView(ABC):
     @property
     def text(self) -> str:
         """The text rendered so far in the current stream."""
-        return joined(self._parts)
+        parts = self._parts
+        if len(parts) > 1:
+            # Join once and keep the join: reads stay cheap and appends stay O(1).
+            parts[:] = ["".join(parts)]
+        return parts[0] if parts else ""
 
     @property
     def can_stop(self) -> bool:

@@ -8,6 +8,10 @@ A retry is announced on ``status``, or on ``out`` without one (``[retry] connect
 tokens — resuming in 1.2 s (2/5)``); a resume then continues the text where it broke. A restart
 cannot take back text already written, so it writes ``[restarted: 37 tokens discarded]`` on a line
 of its own in ``out``, and the reply again below it.
+
+A reasoning model's thinking goes to ``reasoning`` (default: ``status``, else ``sys.stderr``) as it
+arrives, dimmed on a terminal, so ``out`` stays the answer; each tool call is written there as a
+line of its own when the stream ends: ``[tool call] get_weather({"city": "Paris"})``.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import time
 from collections.abc import Callable
 from typing import TextIO
 
-from ..events import StreamRetry
+from ..events import ReasoningDelta, StreamRetry, ToolCallDelta
 from ..result import StreamResult
 from ._base import BufferedView, failure_line, retry_line
 
@@ -43,6 +47,8 @@ class ConsoleView(BufferedView):
         summary: the line written to ``status`` when a stream completes (default
             :meth:`StreamResult.summary <streamkit.result.StreamResult.summary>`); the CLI adds
             the cost.
+        reasoning: where reasoning and tool-call lines go; None: ``status``, else
+            ``sys.stderr`` at the time of writing.
     """
 
     def __init__(
@@ -54,19 +60,45 @@ class ConsoleView(BufferedView):
         max_delay: float = 0.05,
         clock: Callable[[], float] = time.perf_counter,
         summary: Callable[[StreamResult], str] | None = None,
+        reasoning: TextIO | None = None,
     ) -> None:
         super().__init__(max_tokens=max_tokens, max_delay=max_delay, clock=clock)
         self._summary = summary
         self._out = out
         self._status = status
+        self._reasoning = reasoning
         self._last_char = ""  # the last character written to out in this stream
+        self._thinking = False  # reasoning is being written (its line is open)
 
     @property
     def out(self) -> TextIO:
         """The file the text is written to."""
         return self._out if self._out is not None else sys.stdout
 
+    @property
+    def side(self) -> TextIO:
+        """The file reasoning and tool calls are written to."""
+        if self._reasoning is not None:
+            return self._reasoning
+        return self._status if self._status is not None else sys.stderr
+
+    def _on_piece(self, event: ReasoningDelta | ToolCallDelta) -> None:
+        if not isinstance(event, ReasoningDelta):
+            return  # tool calls are written whole, when the stream ends
+        side = self.side
+        dim = _is_tty(side)
+        side.write(f"\x1b[2m{event.text}\x1b[0m" if dim else event.text)
+        side.flush()
+        self._thinking = True
+
+    def _end_thinking(self) -> None:
+        if self._thinking:
+            self._thinking = False
+            self.side.write("\n")
+            self.side.flush()
+
     def _render(self, new_text: str) -> None:
+        self._end_thinking()
         out = self.out
         out.write(new_text)
         out.flush()
@@ -74,6 +106,7 @@ class ConsoleView(BufferedView):
 
     def _on_start(self) -> None:
         self._last_char = ""
+        self._thinking = False
 
     def _on_retry(self, event: StreamRetry) -> None:
         out = self.out
@@ -101,6 +134,12 @@ class ConsoleView(BufferedView):
         # Flush the text before any status line, so a terminal showing both files in one
         # window prints them in order.
         out.flush()
+        self._end_thinking()
+        if result.tool_calls:
+            side = self.side
+            for call in result.tool_calls:
+                side.write(f"[tool call] {call.name or '?'}({call.arguments})\n")
+            side.flush()
         line = failure_line(result)
         if line is None and self._status is not None:
             line = self._summary(result) if self._summary is not None else result.summary()
@@ -108,3 +147,10 @@ class ConsoleView(BufferedView):
             target = self._status if self._status is not None else out
             target.write(line + "\n")
             target.flush()
+
+
+def _is_tty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # a closed or minimal file object
+        return False
