@@ -46,7 +46,7 @@ from ..events import (
 )
 from ..result import StreamResult
 
-__all__ = ["BufferedView", "StopCallback", "View", "failure_line", "retry_line"]
+__all__ = ["BufferedView", "StopCallback", "View", "failure_line", "joined", "retry_line"]
 
 StopCallback = Callable[[], object]
 """What a view calls when the user asks to stop (e.g. ``task.cancel``); its return is ignored."""
@@ -70,6 +70,17 @@ class View(Protocol):
 
     def finish(self, result: StreamResult) -> None:
         """Show the final state (text flushed, status, summary); called once per stream."""
+
+
+def joined(parts: list[str]) -> str:
+    """The text of ``parts``, joined in place: reads stay cheap and appends stay O(1).
+
+    The list is left holding the one joined string, so the next read joins only what was
+    appended since.
+    """
+    if len(parts) > 1:
+        parts[:] = ["".join(parts)]
+    return parts[0] if parts else ""
 
 
 class BufferedView(ABC):
@@ -118,8 +129,16 @@ class BufferedView(ABC):
         self.model = ""
         self.prompt = ""
         self.streaming = False
+        self._on_init()
 
     # -- what subclasses provide -------------------------------------------------------------
+
+    def _on_init(self) -> None:  # noqa: B027  (an optional hook, empty on purpose)
+        """Make what the view shows (its widgets); called once, at the end of ``__init__``.
+
+        A subclass that only builds its display needs no ``__init__`` of its own, so the
+        buffer settings and their defaults are declared once, here.
+        """
 
     @abstractmethod
     def _render(self, new_text: str) -> None:
@@ -220,11 +239,7 @@ class BufferedView(ABC):
     @property
     def text(self) -> str:
         """The text rendered so far in the current stream."""
-        parts = self._parts
-        if len(parts) > 1:
-            # Join once and keep the join: reads stay cheap and appends stay O(1).
-            parts[:] = ["".join(parts)]
-        return parts[0] if parts else ""
+        return joined(self._parts)
 
     @property
     def can_stop(self) -> bool:
