@@ -8,7 +8,15 @@ from typing import Any, Literal
 from .errors import UsageError
 from .retry import RetryPolicy
 
-__all__ = ["DEFAULT_RETRY", "LOCAL_KEY", "TRANSPORTS", "Transport", "check_options", "request_body"]
+__all__ = [
+    "DEFAULT_RETRY",
+    "LOCAL_KEY",
+    "TRANSPORTS",
+    "Transport",
+    "check_api",
+    "check_options",
+    "request_body",
+]
 
 Transport = Literal["sse", "generic-sse", "fast-sse", "ws"]
 TRANSPORTS = ("sse", "generic-sse", "fast-sse", "ws")
@@ -57,6 +65,21 @@ def check_options(
             )
     if not isinstance(resume, bool):
         raise UsageError(f"resume={resume!r} is invalid: must be True or False")
+
+
+def check_api(api: Any, transport: str) -> None:
+    """Raise :class:`~streamkit.errors.UsageError` unless ``api`` is a dialect ``transport``
+    speaks: ``"chat"`` (Chat Completions) anywhere, ``"responses"`` on the SSE transports."""
+    if api not in ("chat", "responses"):
+        raise UsageError(
+            f"api={api!r} is invalid: use 'chat' (POST /chat/completions) or 'responses' "
+            "(POST /responses, OpenAI's Responses API)"
+        )
+    if api == "responses" and transport == "ws":
+        raise UsageError(
+            "api='responses' is not spoken over transport='ws': use 'sse', 'generic-sse' or "
+            "'fast-sse'"
+        )
 
 
 def request_body(

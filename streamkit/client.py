@@ -37,6 +37,7 @@ from ._client_options import (
     LOCAL_KEY,
     TRANSPORTS,
     Transport,
+    check_api,
     check_options,
     request_body,
 )
@@ -49,6 +50,7 @@ from .result import StreamResult
 from .resume import Attempt, AttemptFactory, OnInterrupt, resilient_events
 from .retry import RetryPolicy
 from .source import Prompt, add_attempt_key, messages_of
+from .transports._responses import Api
 from .transports.fast_sse import FastSSEPool, stream_chat_fast_sse
 from .transports.openai_sse import stream_chat_completion
 from .transports.sse import stream_chat_sse
@@ -100,6 +102,9 @@ class Client(ChatFace):
             :class:`~streamkit.errors.IdleTimeout` (None: no limit but ``timeout``).
         resume: False ignores the server's event ids, as if it sent none (to try the
             restart path against the bundled server).
+        api: ``"chat"`` (``POST /chat/completions``) or ``"responses"`` (OpenAI's Responses
+            API, ``POST /responses``, on the SSE transports; resumed with ``starting_after``);
+            both give the same events. ``chat(..., api=...)`` chooses per call.
     """
 
     def __init__(
@@ -116,7 +121,9 @@ class Client(ChatFace):
         first_token_timeout: float | None = None,
         idle_timeout: float | None = None,
         resume: bool = True,
+        api: Api = "chat",
     ) -> None:
+        check_api(api, transport)
         check_options(
             timeout=timeout,
             max_retries=max_retries,
@@ -154,6 +161,7 @@ class Client(ChatFace):
         self.timeout = float(timeout)
         self.max_retries = max_retries
         self.transport: Transport = transport
+        self.api: Api = api
         self.retry = retry
         self.on_interrupt: OnInterrupt = on_interrupt
         self.first_token_timeout = (
@@ -374,7 +382,7 @@ class Client(ChatFace):
         )
         model_id: str = request.pop("model")
         key = add_attempt_key(request)
-        factory = self._factory(model_id, messages_of(prompt), request)
+        factory = self._factory(model_id, messages_of(prompt), request, request.pop("api", None))
         policy = self.retry
         idle = self.idle_timeout
         if idle is None and self.transport == "ws":
@@ -405,9 +413,16 @@ class Client(ChatFace):
             await stream.aclose()  # type: ignore[attr-defined]  # an async generator
 
     def _factory(
-        self, model: str, messages: list[Mapping[str, Any]], request: dict[str, Any]
+        self,
+        model: str,
+        messages: list[Mapping[str, Any]],
+        request: dict[str, Any],
+        api: Api | None = None,
     ) -> AttemptFactory:
-        """A function that opens one attempt of this request on the client's transport."""
+        """A function that opens one attempt of this request on the client's transport, in
+        the dialect ``api`` (default: the client's)."""
+        api = api or self.api
+        check_api(api, self.transport)
         if self.transport == "ws":
 
             def ws_attempt(attempt: Attempt) -> AsyncIterator[Event]:
@@ -429,6 +444,7 @@ class Client(ChatFace):
                     messages=messages,
                     params=request,
                     attempt=attempt,
+                    api=api,
                 )
 
             return fast_attempt
@@ -445,6 +461,7 @@ class Client(ChatFace):
                     messages=messages,
                     params=request,
                     attempt=attempt,
+                    api=api,
                 )
 
             return sse_attempt
@@ -452,7 +469,7 @@ class Client(ChatFace):
 
         def sdk_attempt(attempt: Attempt) -> AsyncIterator[Event]:
             return stream_chat_completion(
-                sdk, model=model, messages=messages, params=request, attempt=attempt
+                sdk, model=model, messages=messages, params=request, attempt=attempt, api=api
             )
 
         return sdk_attempt
@@ -481,7 +498,7 @@ class Client(ChatFace):
             model, self.base_url, tokens, seed, heat, get("extra_body", None), request
         )
         del body["model"]
-        return self._factory(model, messages_of(prompt), body)
+        return self._factory(model, messages_of(prompt), body, body.pop("api", None))
 
     @contextlib.asynccontextmanager
     async def stream(self, prompt: Prompt, **request: Any) -> AsyncIterator[AsyncIterator[Event]]:

@@ -20,8 +20,9 @@ streams. The layers below it are testable without a socket:
   optional capacity model (:mod:`.capacity`), in a bounded batch sharing a decode rate.
 
 Routes: ``GET /health``, ``GET /v1/models``, ``GET /v1/models/{id}``,
-``POST /v1/chat/completions`` (``Last-Event-ID`` resumes a stream), and the WebSocket endpoint
-``GET /v1/ws``.
+``POST /v1/chat/completions`` (``Last-Event-ID`` resumes a stream), ``POST /v1/responses`` and
+``GET /v1/responses/{id}`` (OpenAI's Responses API, :mod:`.responses`), and the WebSocket
+endpoint ``GET /v1/ws``.
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ from .request import (
     parse_chat_object,
     parse_chat_request,
 )
+from .responses import ResponsesEndpoint
 from .sse import ChunkEncoder, SSEWire, completion_body
 from .stats import ServerStats
 from .ws import WebSocketEndpoint
@@ -140,6 +142,7 @@ class App(ServerCore):
         super().__init__(chosen_config(config, options, ServerConfig()))
         self._inflight: set[asyncio.Task[Any]] = set()
         self._ws = WebSocketEndpoint(self)
+        self.responses = ResponsesEndpoint(self, self._inflight)
 
     def __repr__(self) -> str:
         # Never show the key.
@@ -211,12 +214,20 @@ class App(ServerCore):
             elif path == "/v1/chat/completions":
                 self._allow(method, "POST", path)
                 await self._chat(scope, receive, send, t0, request_id)
+            elif path == "/v1/responses":
+                self._allow(method, "POST", path)
+                await self.responses.create(scope, receive, send, t0, request_id)
+            elif path.startswith("/v1/responses/"):
+                self._allow(method, "GET", path)
+                response_id = path[len("/v1/responses/") :]
+                await self.responses.retrieve(scope, receive, send, t0, request_id, response_id)
             else:
                 raise RequestError(
                     404,
                     f"Invalid URL ({method} {scope['path']}): the streamkit simulator serves "
                     "GET /health, GET /v1/models, GET /v1/models/{id}, "
-                    "POST /v1/chat/completions and the WebSocket endpoint /v1/ws.",
+                    "POST /v1/chat/completions, POST /v1/responses, GET /v1/responses/{id} "
+                    "and the WebSocket endpoint /v1/ws.",
                     code="unknown_url",
                 )
         except RequestError as exc:

@@ -48,6 +48,7 @@ from ._common import BODY_ENDS, ChatChunks, chat_request
 from ._http1 import HIGH_WATER, Failure
 from ._pool import FastSSEPool, discard, open_stream, release
 from ._rehearsal import MESSAGES, MODEL, rehearse, rehearsed
+from ._responses import Api, ResponseEvents, responses_request
 from .sse import SSEState
 
 __all__ = ["HIGH_WATER", "FastSSEPool", "iter_sse", "stream_chat_fast_sse"]
@@ -113,6 +114,7 @@ async def stream_chat_fast_sse(
     messages: Iterable[Mapping[str, Any]],
     params: Mapping[str, Any] | None = None,
     attempt: ResumeFrom | None = None,
+    api: Api = "chat",
 ) -> AsyncIterator[Event]:
     """Stream one chat completion over ``pool``, as streamkit events.
 
@@ -122,18 +124,28 @@ async def stream_chat_fast_sse(
 
     Args:
         pool: the loop's connection pool (its timeout applies), in place of the httpx2 client;
-            the other arguments and the errors are those of
+            the other arguments (``api`` too) and the errors are those of
             :func:`~streamkit.transports.sse.stream_chat_sse`.
     """
-    url, headers, body = chat_request(base_url, api_key, model, messages, params)
     use_ids = attempt is not None and attempt.use_ids
-    last_id = attempt.last_event_id if use_ids and attempt is not None else None
-    chunks = ChatChunks(base_url, attempt)
+    chunks: ChatChunks | ResponseEvents
+    method = "POST"
+    last_id: str | None = None
+    if api == "responses":  # resumed by URL (starting_after), not by Last-Event-ID
+        method, url, headers, body = responses_request(
+            base_url, api_key, model, messages, params, attempt
+        )
+        chunks = ResponseEvents(base_url, attempt)
+    else:
+        url, headers, chat_body = chat_request(base_url, api_key, model, messages, params)
+        body = chat_body
+        last_id = attempt.last_event_id if use_ids and attempt is not None else None
+        chunks = ChatChunks(base_url, attempt)
     if not rehearsed("fast-sse"):
         await rehearse("fast-sse", _rehearsal)  # the first request's setup, before its clock
     pool.prepare(url)
     sent_at = _clock()
-    conn = await open_stream(pool, "POST", url, headers, body, last_id, chunks.parts)
+    conn = await open_stream(pool, method, url, headers, body, last_id, chunks.parts)
     decoder = conn.decoder
     assert decoder is not None
     try:

@@ -50,6 +50,7 @@ from ._common import (
     status_error,
 )
 from ._rehearsal import MESSAGES, MODEL, http_client, rehearse, rehearsed
+from ._responses import Api, ResponseEvents, responses_fields, responses_input, resume_point
 
 __all__ = ["stream_chat_completion", "translate_error"]
 
@@ -63,6 +64,7 @@ async def stream_chat_completion(
     messages: Iterable[Mapping[str, Any]],
     params: Mapping[str, Any] | None = None,
     attempt: ResumeFrom | None = None,
+    api: Api = "chat",
 ) -> AsyncIterator[Event]:
     """Stream one chat completion as streamkit events.
 
@@ -79,6 +81,9 @@ async def stream_chat_completion(
         attempt: where the attempt starts, when a resilience layer drives it: a resume sends
             ``Last-Event-ID``. The server's ids come back on the tokens (``event_id``) and its
             ``retry:`` field as a :class:`~streamkit.events.ReconnectDelay`.
+        api: ``"chat"``, or ``"responses"``: the request goes through
+            ``client.responses.with_streaming_response`` (``create``, or ``retrieve`` with
+            ``starting_after`` on a resume) and its events are folded by :mod:`._responses`.
 
     Raises:
         StreamkitError: a typed error; ``partial_text`` holds the text received before it.
@@ -86,25 +91,31 @@ async def stream_chat_completion(
     """
     url = str(client.base_url).rstrip("/")
     kwargs: dict[str, Any] = dict(params or {})
-    kwargs.setdefault("stream_options", {"include_usage": True})
-    use_ids = attempt is not None and attempt.use_ids
-    if use_ids and attempt is not None and attempt.last_event_id is not None:
-        headers = dict(kwargs.get("extra_headers") or {})
-        headers["Last-Event-ID"] = attempt.last_event_id
-        kwargs["extra_headers"] = headers
-    chunks = ChatChunks(url, attempt)
+    chunks: ChatChunks | ResponseEvents
+    if api == "responses":
+        chunks = ResponseEvents(url, attempt)
+    else:
+        kwargs.setdefault("stream_options", {"include_usage": True})
+        use_ids = attempt is not None and attempt.use_ids
+        if use_ids and attempt is not None and attempt.last_event_id is not None:
+            headers = dict(kwargs.get("extra_headers") or {})
+            headers["Last-Event-ID"] = attempt.last_event_id
+            kwargs["extra_headers"] = headers
+        chunks = ChatChunks(url, attempt)
     decoder = SSEDecoder()
     if not rehearsed("sse"):
         await rehearse("sse", _rehearsal)  # the first request's setup, before its clock
-    create = client.chat.completions.with_streaming_response.create  # built once per client
     sent_at = _clock()
     try:
-        manager = create(
-            model=model,
-            messages=list(messages),  # type: ignore[arg-type]  # plain dicts, as users write them
-            stream=True,
-            **kwargs,
-        )
+        if api == "responses":
+            manager: Any = _open_response(client, model, messages, kwargs, attempt)
+        else:
+            manager = client.chat.completions.with_streaming_response.create(
+                model=model,
+                messages=list(messages),  # type: ignore[arg-type]  # plain dicts
+                stream=True,
+                **kwargs,
+            )
         async with manager as response:
             opened_at = _clock()
             kind = response.headers.get("content-type")
@@ -140,6 +151,31 @@ async def stream_chat_completion(
         raise
     except (openai.OpenAIError, httpx2.HTTPError) as exc:
         raise translate_error(exc, url, chunks.partial_text) from exc
+
+
+def _open_response(
+    client: openai.AsyncOpenAI,
+    model: str,
+    messages: Iterable[Mapping[str, Any]],
+    kwargs: dict[str, Any],
+    attempt: ResumeFrom | None,
+) -> Any:
+    """The SDK's streaming-response manager for one Responses attempt: ``create`` (every field
+    but the input through ``extra_body``, so Chat Completions fields such as ``seed`` pass as
+    they do over the other transports), or ``retrieve`` after the last kept event."""
+    options = {k: kwargs.pop(k) for k in ("extra_headers", "extra_query", "timeout") if k in kwargs}
+    extra_body = kwargs.pop("extra_body", None) or {}
+    raw = client.responses.with_streaming_response
+    point = resume_point(attempt)
+    if point is not None:
+        return raw.retrieve(point[0], stream=True, starting_after=point[1], **options)
+    return raw.create(
+        model=model,
+        input=responses_input(messages),  # type: ignore[arg-type]  # plain dicts
+        stream=True,
+        extra_body={**responses_fields(kwargs), **extra_body},
+        **options,
+    )
 
 
 async def _rehearsal(base_url: str) -> None:

@@ -52,6 +52,7 @@ from ._common import (
     status_error,
 )
 from ._rehearsal import MESSAGES, MODEL, http_client, rehearse, rehearsed
+from ._responses import Api, ResponseEvents, responses_request
 
 __all__ = ["EventSource", "SSEState", "iter_sse", "stream_chat_sse"]
 
@@ -264,6 +265,7 @@ async def stream_chat_sse(
     messages: Iterable[Mapping[str, Any]],
     params: Mapping[str, Any] | None = None,
     attempt: ResumeFrom | None = None,
+    api: Api = "chat",
 ) -> AsyncIterator[Event]:
     """Stream one chat completion over plain SSE (no SDK), as streamkit events.
 
@@ -281,16 +283,28 @@ async def stream_chat_sse(
             ``extra_headers`` into the headers, as the SDK does.
         attempt: resume after ``attempt.last_event_id``; the server's ids come back on the
             tokens (``event_id``).
+        api: ``"chat"`` (Chat Completions) or ``"responses"`` (the Responses API, folded
+            into the same events by :mod:`._responses`; a resume asks ``starting_after``).
 
     Raises:
         StreamkitError: typed, with the partial text of this attempt.
     """
-    url, headers, body = chat_request(base_url, api_key, model, messages, params)
     use_ids = attempt is not None and attempt.use_ids
-    state = SSEState(
-        last_event_id=attempt.last_event_id if use_ids and attempt is not None else None
-    )
-    chunks = ChatChunks(base_url, attempt)
+    chunks: ChatChunks | ResponseEvents
+    method = "POST"
+    if api == "responses":
+        method, url, headers, body = responses_request(
+            base_url, api_key, model, messages, params, attempt
+        )
+        state = SSEState()  # resumed by URL (starting_after), not by Last-Event-ID
+        chunks = ResponseEvents(base_url, attempt)
+    else:
+        url, headers, chat_body = chat_request(base_url, api_key, model, messages, params)
+        body = chat_body
+        state = SSEState(
+            last_event_id=attempt.last_event_id if use_ids and attempt is not None else None
+        )
+        chunks = ChatChunks(base_url, attempt)
     if not rehearsed("generic-sse"):
         await rehearse("generic-sse", _rehearsal)  # the first request's setup, before its clock
     sent_at = _clock()
@@ -298,7 +312,7 @@ async def stream_chat_sse(
     try:
         async for sse in iter_sse(
             client,
-            "POST",
+            method,
             url,
             headers=headers,
             json_body=body,
