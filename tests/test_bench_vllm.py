@@ -271,7 +271,7 @@ async def test_client_saturation_is_not_warned_when_nothing_completed(
         (["--backend", "vllm"], "--backend vllm is the completions API"),
         (["--backend", "openai-embeddings"], "the openai-embeddings backend"),
         (["--endpoint", "/v1/completions"], "--endpoint /v1/completions: streamkit bench"),
-        (["--endpoint", "/v1/responses"], "the Responses API is not supported yet"),
+        (["--endpoint", "/v1/completions"], "or --endpoint /v1/responses"),
         (["--dataset-name", "sharegpt"], "--dataset-name sharegpt is not supported"),
         (["--percentile-metrics", "ttft,goodput"], "--percentile-metrics 'goodput'"),
         (["--metric-percentiles", "50,101"], "--metric-percentiles '101' is invalid"),

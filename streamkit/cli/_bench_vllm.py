@@ -12,6 +12,7 @@ from ..errors import UsageError
 
 if TYPE_CHECKING:
     from ..metrics import SLO
+    from ..transports._responses import Api
 
 # vLLM's --backend names (vllm/benchmarks/lib/endpoint_request_func.py, ASYNC_REQUEST_FUNCS).
 VLLM_BACKENDS = (
@@ -29,6 +30,7 @@ VLLM_BACKENDS = (
     "vllm-rerank",
 )
 CHAT_PATH = "/chat/completions"
+RESPONSES_PATH = "/responses"
 
 # vLLM flags accepted and ignored, by the reason given once on stderr.
 IGNORED: dict[str, tuple[str, ...]] = {
@@ -214,27 +216,33 @@ def goodput_slo(items: Sequence[str] | None) -> SLO | None:
     return SLO(**limits)
 
 
+def endpoint_api(endpoint: str | None) -> Api:
+    """The request dialect an ``--endpoint`` path names: ``"responses"`` for a Responses API
+    path (``/v1/responses``), else ``"chat"``."""
+    if endpoint is None:
+        return "chat"
+    path = "/" + endpoint.strip().strip("/")
+    return "responses" if path.endswith(RESPONSES_PATH) else "chat"
+
+
 def api_root(base_url: str, endpoint: str) -> str:
     """The API root clients want (``…/v1``) from vLLM's ``--base-url`` + ``--endpoint``.
 
-    vLLM posts to ``base_url + endpoint``; streamkit's clients append ``/chat/completions`` to
-    an API root, so the endpoint must be a chat completions path.
+    vLLM posts to ``base_url + endpoint``; streamkit's clients append ``/chat/completions`` or
+    ``/responses`` (OpenAI's Responses API, see :func:`endpoint_api`) to an API root, so the
+    endpoint must be one of those paths.
 
     Raises:
-        UsageError: another endpoint (the completions API, the Responses API…), naming it.
+        UsageError: another endpoint (the completions API…), naming it.
     """
     path = "/" + endpoint.strip().lstrip("/")
-    if path.rstrip("/").endswith("/responses"):
-        raise UsageError(
-            f"--endpoint {endpoint}: the Responses API is not supported yet; streamkit bench "
-            "streams chat completions (--endpoint /v1/chat/completions)"
-        )
-    if not path.rstrip("/").endswith(CHAT_PATH):
-        raise UsageError(
-            f"--endpoint {endpoint}: streamkit bench streams chat completions; use "
-            "--backend openai-chat --endpoint /v1/chat/completions"
-        )
-    return base_url.rstrip("/") + path.rstrip("/")[: -len(CHAT_PATH)]
+    for known in (CHAT_PATH, RESPONSES_PATH):
+        if path.rstrip("/").endswith(known):
+            return base_url.rstrip("/") + path.rstrip("/")[: -len(known)]
+    raise UsageError(
+        f"--endpoint {endpoint}: streamkit bench streams chat completions or responses; use "
+        "--endpoint /v1/chat/completions (--backend openai-chat) or --endpoint /v1/responses"
+    )
 
 
 def check_vllm_flags(args: argparse.Namespace) -> None:

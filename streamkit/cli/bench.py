@@ -24,6 +24,7 @@ from ._bench_vllm import (
     add_vllm_arguments,
     api_root,
     check_vllm_flags,
+    endpoint_api,
     goodput_slo,
     metadata_pairs,
 )
@@ -316,7 +317,15 @@ async def _bench_run(
     from ..load import run_load
 
     clients = [
-        Client(url, api_key, model, timeout=args.timeout, transport=args.transport, retry=retry)
+        Client(
+            url,
+            api_key,
+            model,
+            timeout=args.timeout,
+            transport=args.transport,
+            retry=retry,
+            api=endpoint_api(args.endpoint),
+        )
         for url in urls
     ]
     try:
@@ -458,6 +467,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--output {args.output}: write results as .csv, .jsonl or .parquet")
     urls = _urls(args)
     distributed = args.workers is not None or args.scheduler is not None
+    if distributed and endpoint_api(args.endpoint) == "responses":
+        raise UsageError("--endpoint /v1/responses is benched in one process: drop --workers")
     if len(urls) > 1 and distributed:
         raise UsageError("route across several --base-url or split over --workers, not both")
     if args.workers is not None and args.workers < 1:

@@ -64,6 +64,13 @@ def add_parser(sub: Any) -> None:
         help="wire: sse (the openai SDK), generic-sse (httpx2), fast-sse (asyncio + httptools) "
         "or ws (WebSocket; the bundled server's /v1/ws); default sse",
     )
+    chat.add_argument(
+        "--api",
+        choices=("chat", "responses"),
+        default="chat",
+        help="request dialect: chat (POST /chat/completions) or responses (OpenAI's Responses "
+        "API, POST /responses; sse, generic-sse and fast-sse); default chat",
+    )
     chat.add_argument("--seed", type=int, help="sampling seed")
     chat.add_argument("--max-tokens", type=positive_int, metavar="N", help="most completion tokens")
     chat.add_argument(
@@ -176,6 +183,7 @@ def run(args: argparse.Namespace) -> int:
         args.model,
         timeout=args.timeout,
         transport=args.transport,
+        api=args.api,
         # N retries = N + 1 attempts; the SDK's own retries stay off so they do not multiply.
         retry=RetryPolicy(max_attempts=args.max_retries + 1),
     )
