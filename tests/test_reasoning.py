@@ -50,6 +50,7 @@ async def run(
             pass
 
     sim = options.pop("sim", {})
+    observers = [Recorder(), *options.pop("observers", [])]
     options.setdefault("retry", FAST)
     async with sk.Client(
         server.base_url, model="sim-reasoner", transport=transport, **options
@@ -59,7 +60,7 @@ async def run(
             view=None,
             seed=7,
             raise_on_error=False,
-            observers=[Recorder()],
+            observers=observers,
             extra_body=body(*faults, **sim),
         )
     return result, events
@@ -326,3 +327,20 @@ def test_cli_tools_and_tool_choice(server: RunningServer, tmp_path: Path) -> Non
     assert data["finish_reason"] == "tool_calls"
     bad = _cli("x", "--base-url", server.base_url, "--tool-choice", "auto")
     assert bad.returncode == 2 and "--tools" in bad.stderr
+
+
+async def test_the_metrics_time_the_first_piece_and_the_first_answer_chunk(
+    server: RunningServer,
+) -> None:
+    collector = sk.MetricsCollector()
+    recorder = collector.track("reasoner")
+    result, _ = await run(server, "fast-sse", observers=[recorder])
+    recorder.finish(result)
+    [metrics] = collector.request_metrics()
+    assert metrics.ttft == pytest.approx(result.ttft) and metrics.ttft_answer == pytest.approx(
+        result.ttft_answer
+    )
+    assert metrics.ttft is not None and metrics.ttft_answer is not None
+    assert metrics.ttft < metrics.ttft_answer
+    assert metrics.reasoning_chunks == result.reasoning_chunks > 0
+    assert metrics.chunks == result.pieces and len(metrics.itl) == result.pieces - 1

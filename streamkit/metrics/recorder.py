@@ -269,7 +269,10 @@ class RequestRecorder:
         found = 0
         flush = 0
         cumulative = 0
-        for when, size in zip(self.times, self.chars, strict=True):
+        others = set(self.others)  # reasoning and tool-call pieces: not in the view's text
+        for position, (when, size) in enumerate(zip(self.times, self.chars, strict=True)):
+            if position in others:
+                continue
             cumulative += size
             while flush < len(flush_log) and flush_log[flush][1] < cumulative:
                 flush += 1
