@@ -9,6 +9,8 @@ browser matters: tests/browser/test_lab_markdown.py.
 from __future__ import annotations
 
 import hashlib
+import html
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -139,7 +141,15 @@ def test_a_late_view_gets_a_snapshot(view: MarkdownView, clock: FakeClock) -> No
     feed.token("# Ti", 0.1)
     feed.token("tle", 0.1)
     view.text_widget._on_frontend_msg(view.text_widget, {"kind": "sync"}, [])
-    assert sent.messages[-1] == {"kind": "snapshot", "stream": 0, "seq": 1, "text": "# Title"}
+    assert sent.messages[-1] == {
+        "kind": "snapshot",
+        "stream": 0,
+        "seq": 1,
+        "text": "# Title",
+        "reasoning": "",
+        "thought": "",
+        "tools": [],
+    }
 
 
 # -- which view a name gives ----------------------------------------------------------------
@@ -312,3 +322,120 @@ def StreamResult_completed(text: str) -> sk.StreamResult:
     result = sk.StreamResult(model="sim-small")
     result.apply(TokenDelta(text, 0, 1.0))
     return result
+
+
+# -- reasoning and tool calls, against the bundled server --------------------------------------
+
+
+@pytest.mark.anyio
+async def test_reasoning_streams_as_its_own_part_then_the_answer(server: RunningServer) -> None:
+    view = MarkdownView(max_tokens=1, adaptive=False)
+    sent = Recorder(view.text_widget)
+    try:
+        async with sk.Client(server.base_url, model="sim-reasoner") as client:
+            result = await client.chat(
+                "Why is the sky blue?",
+                view=view,
+                seed=3,
+                extra_body={"streamkit": {"ttft": 0, "tokens_per_second": 400, "length": 20}},
+            )
+        assert result.ok and result.reasoning and result.text
+        deltas = sent.deltas
+        thinking = [d for d in deltas if d.get("part") == "reasoning"]
+        answer = [d for d in deltas if "part" not in d]
+        # Delta-only: each part's pieces add up to its text, nothing sent twice.
+        assert "".join(d["text"] for d in thinking) == result.reasoning
+        assert "".join(d["text"] for d in answer) == result.text
+        assert len(thinking) > 3 and all(d["thinking"].startswith("Thinking… ") for d in thinking)
+        # One seq space for both parts; all the thinking came before the answer.
+        assert [d["seq"] for d in deltas] == list(range(len(deltas)))
+        assert max(d["seq"] for d in thinking) < min(d["seq"] for d in answer)
+        # The first answer delta ends the thinking, once.
+        labels = [d["thought"] for d in deltas if "thought" in d]
+        assert len(labels) == 1 and answer[0].get("thought") == labels[0]
+        assert re.fullmatch(r"Thought for \d+\.\d s", labels[0])
+        # A late view's snapshot carries both texts.
+        widget = view.text_widget
+        widget._on_frontend_msg(widget, {"kind": "sync"}, [])
+        snapshot = sent.messages[-1]
+        assert snapshot["kind"] == "snapshot" and snapshot["seq"] == deltas[-1]["seq"]
+        assert (snapshot["text"], snapshot["reasoning"]) == (result.text, result.reasoning)
+        assert snapshot["thought"] == labels[0] and snapshot["tools"] == []
+        # Saved: the Markdown, the reasoning, and an HTML transcript with the thinking folded.
+        assert widget.markdown == result.text and widget.reasoning == result.reasoning
+        assert widget.thought == labels[0]
+        assert widget.value.startswith(f"<details><summary>{labels[0]}</summary>")
+        assert html.escape(result.reasoning, quote=False) in widget.value
+        # Acks still time the answer's flushes only (reasoning seqs hold no flush).
+        ack(view, answer[1]["seq"], t=5000.0)
+        assert [a.flush.seq for a in view.acks] == [answer[0]["seq"], answer[1]["seq"]]
+    finally:
+        view.close()
+
+
+@pytest.mark.anyio
+async def test_tool_calls_stream_as_their_own_part(server: RunningServer) -> None:
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+            },
+        }
+    ]
+    view = MarkdownView(max_tokens=1, adaptive=False)
+    sent = Recorder(view.text_widget)
+    try:
+        async with sk.Client(server.base_url, model="sim-small") as client:
+            result = await client.chat(
+                "Weather in Paris?", view=view, seed=5, tools=tools, tool_choice="required"
+            )
+        assert result.ok and result.tool_calls
+        pieces = [d for d in sent.deltas if d.get("part") == "tool"]
+        assert len(pieces) > 2
+        assert [d["name"] for d in pieces if "name" in d] == [c.name for c in result.tool_calls]
+        for call in result.tool_calls:
+            mine = [d for d in pieces if d["call"] == call.index]
+            assert "".join(d["text"] for d in mine) == call.arguments
+        saved = view.text_widget.tools
+        assert saved == [{"name": c.name, "arguments": c.arguments} for c in result.tool_calls]
+        widget = view.text_widget
+        widget._on_frontend_msg(widget, {"kind": "sync"}, [])
+        assert sent.messages[-1]["tools"] == saved
+        # The saved HTML holds the call, escaped, its arguments indented.
+        first = result.tool_calls[0]
+        assert f"<code>{first.name}</code>" in widget.value
+        assert html.escape(json.dumps(json.loads(first.arguments), indent=2), quote=False) in (
+            widget.value
+        )
+    finally:
+        view.close()
+
+
+def test_hostile_reasoning_is_escaped_in_the_saved_value(
+    view: MarkdownView, clock: FakeClock
+) -> None:
+    from streamkit.events import ReasoningDelta
+
+    feed = Feeder(view, clock)
+    feed.send(ReasoningDelta('<img src=x onerror="alert(1)">', 0, clock.now))
+    feed.token("ok", 0.1)
+    feed.end()
+    value = view.text_widget.value
+    assert "<img" not in value and "&lt;img src=x onerror=" in value
+    assert view.text_widget.reasoning == '<img src=x onerror="alert(1)">'
+
+
+def test_a_new_stream_forgets_the_reasoning_and_tools(view: MarkdownView, clock: FakeClock) -> None:
+    from streamkit.events import ReasoningDelta, ToolCallDelta
+
+    feed = Feeder(view, clock)
+    feed.send(ReasoningDelta("hmm", 0, clock.now))
+    feed.send(ToolCallDelta(0, "call_1", "f", '{"a": 1}', 1, clock.now))
+    feed.end()
+    widget = view.text_widget
+    assert widget.reasoning == "hmm" and widget.tools == [{"name": "f", "arguments": '{"a": 1}'}]
+    Feeder(view, clock)  # start() again
+    assert (widget.reasoning, widget.thought, widget.tools) == ("", "", [])
+    assert widget.snapshot_extra() == {"reasoning": "", "thought": "", "tools": []}

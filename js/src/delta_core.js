@@ -13,6 +13,9 @@ const PAGE = Math.random().toString(36).slice(2);
  *
  * sink.reset(text, msg): show `text` instead of whatever was shown (a new stream, a snapshot).
  * sink.append(text, msg): show `text` after what is shown; `msg` is the whole delta message.
+ * sink.piece (optional): called instead of append for a delta of another part than the answer
+ *   (`msg.part`: "reasoning", "tool"); such deltas share the stream's seqs, so a sink without
+ *   it skips them and stays in step.
  * sink.afterFrame (optional): called on the animation frame that acknowledges deltas, before the
  *   acknowledgement is noted, so a sink that renders once per frame has rendered by then.
  *
@@ -84,7 +87,9 @@ export function followDeltas(model, sink) {
       }
       if (msg.seq <= seq) return;  // a snapshot already held it
       if (msg.seq !== seq + 1) return requestSync();
-      sink.append(msg.text, msg);  // O(delta): what was shown before is not touched
+      // O(delta): what was shown before is not touched
+      if (!msg.part) sink.append(msg.text, msg);
+      else if (sink.piece) sink.piece(msg);
       seq = msg.seq;
       markShown(seq);
     } else if (msg.kind === "snapshot") {

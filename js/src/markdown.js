@@ -29,6 +29,7 @@ import xml from "highlight.js/lib/languages/xml";
 import yaml from "highlight.js/lib/languages/yaml";
 
 import { followDeltas } from "./delta_core.js";
+import { thinkingSection, toolCards } from "./pieces.js";
 import { completePrefix, liveSource } from "./streaming.js";
 
 const LANGUAGES = {
@@ -136,7 +137,9 @@ function render({ model, el }) {
   const live = document.createElement("div");
   live.className = "streamkit-md-live";
   body.appendChild(live);
-  root.append(bar, body);
+  const thinking = thinkingSection();
+  const tools = toolCards();
+  root.append(bar, thinking.element, body, tools.element);
   el.appendChild(root);
 
   let text = "";        // the raw Markdown so far
@@ -179,10 +182,17 @@ function render({ model, el }) {
   const showFigures = () => {
     figures.textContent = model.get("figures") || liveFigures;
   };
+  const hasValue = () =>
+    Boolean(model.get("markdown") || model.get("reasoning") || (model.get("tools") || []).length);
   const showValue = () => {
-    // `markdown` is the saved final text. Equal to what streamed: the stream is over, show it
-    // all. Anything else (a page opened later, a saved notebook): render it from scratch.
+    // `markdown` (with `reasoning`, `thought`, `tools`) is the saved final reply. Equal to what
+    // streamed: the stream is over, show it all. Anything else (a page opened later, a saved
+    // notebook): render it from scratch.
     const saved = model.get("markdown");
+    const reasoning = model.get("reasoning");
+    if (reasoning !== thinking.text) thinking.reset(reasoning, model.get("thought"));
+    else thinking.finish(model.get("thought"));
+    tools.reset(model.get("tools"));
     if (saved === text && text !== "") {
       final = true;
       schedule();
@@ -199,17 +209,28 @@ function render({ model, el }) {
       clear();
       text = next;
       final = false;
+      // A snapshot carries every part; a new stream's first delta starts them empty.
+      thinking.reset(msg.kind === "snapshot" ? msg.reasoning : "", msg.thought);
+      tools.reset(msg.kind === "snapshot" ? msg.tools : []);
       if (msg.figures !== undefined) liveFigures = msg.figures;
       schedule();
     },
     append(delta, msg) {
       text += delta;
       final = false;
+      if (msg.thought !== undefined) thinking.finish(msg.thought);
       if (msg.figures !== undefined) {
         liveFigures = msg.figures;
         showFigures();
       }
       schedule();
+    },
+    piece(msg) {
+      if (msg.part === "reasoning") thinking.append(msg.text, msg.thinking);
+      else if (msg.part === "tool") {
+        if (msg.thought !== undefined) thinking.finish(msg.thought);
+        tools.append(msg.call, msg.name, msg.text);
+      }
     },
     afterFrame() {
       // The acknowledgement says "on screen": render first if this frame has not yet (the
@@ -230,14 +251,20 @@ function render({ model, el }) {
   };
   root.addEventListener("click", onClick);
 
-  if (model.get("markdown")) showValue();
+  if (hasValue()) showValue();
   showFigures();
+  // A reply of tool calls only leaves `markdown` empty: the other parts end a stream too.
+  const onSaved = () => { if (hasValue()) showValue(); };
   model.on("change:markdown", showValue);
+  model.on("change:tools", onSaved);
+  model.on("change:reasoning", onSaved);
   model.on("change:figures", showFigures);
   return () => {
     stop();
     root.removeEventListener("click", onClick);
     model.off("change:markdown", showValue);
+    model.off("change:tools", onSaved);
+    model.off("change:reasoning", onSaved);
     model.off("change:figures", showFigures);
   };
 }

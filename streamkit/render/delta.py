@@ -50,7 +50,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeGuard
+from typing import Any, TypedDict, TypeGuard
 
 import anywidget
 import traitlets
@@ -61,7 +61,15 @@ from ..result import StreamResult
 from ._base import View, joined
 from .widget import PRE_CLOSE, PRE_OPEN, WidgetView
 
-__all__ = ["BrowserAck", "DeltaText", "DeltaView", "FlushAck", "FlushRecord", "delta_view"]
+__all__ = [
+    "BrowserAck",
+    "DeltaOptions",
+    "DeltaText",
+    "DeltaView",
+    "FlushAck",
+    "FlushRecord",
+    "delta_view",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,24 +158,33 @@ class DeltaText(anywidget.AnyWidget):
         self._parts = []
         return self._stream
 
-    def append(self, text: str, extra: dict[str, Any] | None = None) -> int:
+    def append(self, text: str, extra: dict[str, Any] | None = None, *, part: str = "") -> int:
         """Send ``text`` to be appended in the browser; returns its sequence number.
 
         One custom message per call, carrying only ``text`` (and ``extra``, small fields a
         subclass's browser side reads, e.g. live figures): the cost does not grow with what was
-        sent before.
+        sent before. ``part`` names another text than the answer (``"reasoning"``, ``"tool"``):
+        it shares the stream's sequence numbers, the message says ``"part": part``, and the
+        subclass keeps that text for its snapshots (:meth:`snapshot_extra`).
         """
         if self._stream is None:
             self.begin()
         self._seq += 1
-        self._parts.append(text)
+        if not part:
+            self._parts.append(text)
         self.messages += 1
         self.chars_sent += len(text)
         message = {"kind": "delta", "stream": self._stream, "seq": self._seq, "text": text}
+        if part:
+            message["part"] = part
         if extra:
             message.update(extra)
         self.send(message)
         return self._seq
+
+    def snapshot_extra(self) -> dict[str, Any]:
+        """Fields a snapshot carries besides the answer's text (a subclass's other parts)."""
+        return {}
 
     def on_ack(self, callback: AckCallback) -> None:
         """Call ``callback(ack)`` with a :class:`BrowserAck` for every acknowledgement."""
@@ -197,9 +214,10 @@ class DeltaText(anywidget.AnyWidget):
                 for callback in self._ack_callbacks:
                     callback(ack)
         elif kind == "sync":
-            self.send(
-                {"kind": "snapshot", "stream": self._stream, "seq": self._seq, "text": self.text}
-            )
+            snapshot = {"kind": "snapshot", "stream": self._stream, "seq": self._seq}
+            snapshot["text"] = self.text
+            snapshot.update(self.snapshot_extra())
+            self.send(snapshot)
 
 
 def _is_int(value: object) -> TypeGuard[int]:
@@ -264,6 +282,17 @@ class FlushAck:
         return self.acked_at - self.flush.first_arrival
 
 
+class DeltaOptions(TypedDict, total=False):
+    """The settings of :class:`DeltaView` (documented there), for subclasses that pass them on:
+    one typed signature, with its defaults, kept in one place."""
+
+    max_tokens: int
+    max_delay: float
+    adaptive: bool
+    policy: AdaptivePolicy | None
+    clock: Callable[[], float]
+
+
 class DeltaView(WidgetView):
     """A live view like :class:`WidgetView` that sends only new text, and measures render lag.
 
@@ -321,8 +350,7 @@ class DeltaView(WidgetView):
         self.acks: list[FlushAck] = []
         self._batch_tokens = 0
         self._batch_first = 0.0
-        self._acked = -1  # the last acknowledged seq of the delta widget's current stream
-        self._seq_base = 0  # index in self.flushes of that stream's seq 0 (a restart begins anew)
+        self._next_ack = 0  # index in self.flushes of the first flush not acknowledged yet
         # Kept across streams: they describe the pages and the link, not one stream.
         self.clock_offsets: dict[str, float] = {}
 
@@ -373,8 +401,7 @@ class DeltaView(WidgetView):
         self.text_widget.begin()
         self.flushes = []
         self.acks = []
-        self._acked = -1
-        self._seq_base = 0
+        self._next_ack = 0
         self._batch_tokens = 0
         self.policy.reset()
         if self.adaptive:
@@ -402,8 +429,7 @@ class DeltaView(WidgetView):
             # A restart voids the text shown: a new delta stream makes every browser view start
             # over at its first delta (and a view that joins later asks for the new text only).
             self.text_widget.begin()
-            self._acked = -1
-            self._seq_base = len(self.flushes)
+            self._next_ack = len(self.flushes)
         super()._on_retry(event)
         if event.discarded:
             self._save_snapshot("")
@@ -430,14 +456,15 @@ class DeltaView(WidgetView):
             sample = now - browser.sent / 1000
             if page not in offsets or sample < offsets[page]:
                 offsets[page] = sample
-        base, count = self._seq_base, len(self.flushes) - self._seq_base
-        new: list[FlushAck] = []
+        # Flushes by their seq, not their position: a subclass's other parts (reasoning, tool
+        # calls) take seqs of their own, which no flush holds.
+        flushes, new = self.flushes, list[FlushAck]()
         for seq, shown_ms in sorted(browser.shown):
-            if seq >= count:
+            if seq > self.text_widget.seq:
                 continue  # never sent in this stream: not ours to time
-            for index in range(base + self._acked + 1, base + seq + 1):
-                new.append(FlushAck(self.flushes[index], shown_ms, now, page))
-            self._acked = max(self._acked, seq)
+            while self._next_ack < len(flushes) and flushes[self._next_ack].seq <= seq:
+                new.append(FlushAck(flushes[self._next_ack], shown_ms, now, page))
+                self._next_ack += 1
         self.acks.extend(new)
         if not new or page not in offsets or not self.adaptive:
             # A repeat (a second view of the widget), or nothing to steer: the backlog under

@@ -28,6 +28,15 @@ highlight.js and DOMPurify bundled in, nothing fetched at run time):
   runs every grammar), in the editor's theme colours; prose in the content font.
 - **Copy buttons:** one for the reply's raw Markdown, one per code block for its code
   (``navigator.clipboard``, else a hidden textarea and ``execCommand("copy")``).
+- **Thinking and tool calls.** A reasoning model's thinking fills a collapsed, dimmed
+  "Thinking" section above the answer as it streams (plain text, escaped by construction; a click
+  expands it), labelled "Thinking… 1.2 s" while it grows and "Thought for 2.3 s" once the answer
+  (or a tool call) starts. Each tool call gets a card under the answer: the function's name and
+  its arguments growing as they stream, pretty-printed once they are complete JSON. Both travel
+  as delta messages of their own part (``"part": "reasoning"`` or ``"tool"``) on the same
+  sequence numbers, so a snapshot carries every part; the saved state holds them once more
+  (traits ``reasoning``, ``thought``, ``tools``) and ``value`` is an HTML transcript with the
+  thinking in a ``<details>`` block.
 - **Live figures** in the view's bar: time to first token, tokens/s and tokens so far while it
   streams (carried in the delta messages, no extra message), then usage and cost (when the model
   is priced) once it ends.
@@ -35,18 +44,19 @@ highlight.js and DOMPurify bundled in, nothing fetched at run time):
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
+import html
+import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 import traitlets
 
-from ..batching import AdaptivePolicy
 from ..cost import Price, PriceTable, cost_of
-from ..events import Event, StreamStart, TokenDelta
+from ..events import Event, ReasoningDelta, StreamRetry, StreamStart, TokenDelta, ToolCallDelta
 from ..result import StreamResult
-from .delta import DeltaText, DeltaView
+from ._base import joined
+from .delta import DeltaOptions, DeltaText, DeltaView
+from .widget import PRE_CLOSE, PRE_OPEN
 
 __all__ = ["MarkdownText", "MarkdownView", "stream_figures"]
 
@@ -68,6 +78,68 @@ class MarkdownText(DeltaText):
     _css = str(_STATIC / "markdown.css")  # a path: anywidget reads the file
     markdown = traitlets.Unicode("").tag(sync=True)
     figures = traitlets.Unicode("").tag(sync=True)
+    reasoning = traitlets.Unicode("").tag(sync=True)
+    thought = traitlets.Unicode("").tag(sync=True)
+    tools = traitlets.List(traitlets.Dict()).tag(sync=True)
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._reasoning: list[str] = []
+        self._tools: list[dict[str, str]] = []
+        self._thought = ""
+
+    def begin(self) -> int:
+        """Start a new text: the reasoning and tool calls of the last one are forgotten too."""
+        self._reasoning = []
+        self._tools = []
+        self._thought = ""
+        return super().begin()
+
+    def append_reasoning(self, text: str, extra: dict[str, Any] | None = None) -> int:
+        """Send a piece of the thinking (``"part": "reasoning"``); returns its seq."""
+        self._reasoning.append(text)
+        return self.append(text, extra, part="reasoning")
+
+    def append_tool(
+        self, call: int, name: str | None, arguments: str, extra: dict[str, Any] | None = None
+    ) -> int:
+        """Send a piece of tool call ``call`` (its name in the first piece); returns its seq."""
+        while len(self._tools) <= call:
+            self._tools.append({"name": "", "arguments": ""})
+        tool = self._tools[call]
+        if name:
+            tool["name"] = name
+        tool["arguments"] += arguments
+        fields: dict[str, Any] = {"call": call, **(extra or {})}
+        if name:
+            fields["name"] = name
+        return self.append(arguments, fields, part="tool")
+
+    def set_thought(self, label: str) -> None:
+        """Keep the Thinking section's final label (``Thought for 2.3 s``) for snapshots."""
+        self._thought = label
+
+    @property
+    def thought_label(self) -> str:
+        """The label :meth:`set_thought` kept ("" while the model still thinks)."""
+        return self._thought
+
+    @property
+    def reasoning_text(self) -> str:
+        """The current stream's reasoning, as sent so far."""
+        return joined(self._reasoning)
+
+    @property
+    def tool_calls(self) -> list[dict[str, str]]:
+        """The current stream's tool calls so far: ``{"name", "arguments"}`` each."""
+        return [dict(tool) for tool in self._tools]
+
+    def snapshot_extra(self) -> dict[str, Any]:
+        return {
+            "reasoning": self.reasoning_text,
+            "thought": self._thought,
+            "tools": self.tool_calls,
+        }
 
 
 def stream_figures(
@@ -110,13 +182,10 @@ class MarkdownView(DeltaView):
     live figures in the widget's bar. The module docstring says how the page renders.
 
     Args:
-        max_tokens: the starting flush count (1: the first token shows at once).
-        max_delay: the starting flush delay (seconds).
-        adaptive: let the policy choose the flush settings as the stream runs.
-        policy: the policy to use (default: ``AdaptivePolicy(clock=clock)``).
-        clock: the clock for arrival, flush and acknowledgement times (``time.perf_counter``).
         embedded: the panel is shown inside another widget (a chat box): the view never
             displays itself (by default it does on its first stream, unless displayed already).
+        **options: the :class:`~streamkit.render.delta.DeltaView` settings (``max_tokens``,
+            ``max_delay``, ``adaptive``, ``policy``, ``clock``), with its defaults.
 
     Attributes:
         text_widget: the :class:`MarkdownText`.
@@ -124,28 +193,15 @@ class MarkdownView(DeltaView):
 
     text_widget: MarkdownText
 
-    def __init__(
-        self,
-        *,
-        max_tokens: int = 1,
-        max_delay: float = 0.04,
-        adaptive: bool = True,
-        policy: AdaptivePolicy | None = None,
-        clock: Callable[[], float] = time.perf_counter,
-        embedded: bool = False,
-    ) -> None:
-        super().__init__(
-            max_tokens=max_tokens,
-            max_delay=max_delay,
-            adaptive=adaptive,
-            policy=policy,
-            clock=clock,
-        )
+    def __init__(self, *, embedded: bool = False, **options: Unpack[DeltaOptions]) -> None:
+        super().__init__(**options)
         self.embedded = embedded
         self._sent_at: float | None = None
         self._first_at: float | None = None
         self._last_at: float | None = None
         self._tokens = 0
+        self._think_from: float | None = None  # the first reasoning piece's arrival
+        self._think_to: float | None = None  # the latest one's
 
     def _ipython_display_(self) -> None:
         """Display the panel (see WidgetView), unless it lives inside another widget."""
@@ -156,9 +212,46 @@ class MarkdownView(DeltaView):
         return MarkdownText()
 
     def _save_snapshot(self, text: str) -> None:
-        self.text_widget.markdown = text
-        if not text:
-            self.text_widget.figures = ""
+        widget = self.text_widget
+        with widget.hold_sync():  # one state message: the page sees every part at once
+            reasoning, tools = widget.reasoning_text, widget.tool_calls
+            if self.streaming and not text:  # a new stream, or a restart: nothing is saved yet
+                reasoning, tools = "", []
+            thought = self._thought_label() if reasoning else ""
+            widget.reasoning = reasoning
+            widget.thought = thought
+            widget.tools = tools
+            widget.value = _html_transcript(text, reasoning, thought, tools)
+            widget.markdown = text
+            if not text:
+                widget.figures = ""
+
+    def _thought_label(self) -> str:
+        start, end = self._think_from, self._think_to
+        if start is None or end is None:
+            return ""
+        return f"Thought for {end - start:.1f} s"
+
+    def _end_thinking(self, now: float) -> dict[str, Any]:
+        """The first answer or tool piece after reasoning: the thinking's final label, once."""
+        if self._think_from is None or self.text_widget.thought_label:
+            return {}
+        self._think_to = max(self._think_to or now, now)
+        label = self._thought_label()
+        self.text_widget.set_thought(label)
+        return {"thought": label}
+
+    def _on_piece(self, event: ReasoningDelta | ToolCallDelta) -> None:
+        widget = self.text_widget
+        if isinstance(event, ReasoningDelta):
+            if self._think_from is None:
+                self._think_from = event.time
+            self._think_to = event.time
+            elapsed = event.time - self._think_from
+            widget.append_reasoning(event.text, {"thinking": f"Thinking… {elapsed:.1f} s"})
+            return
+        thought = self._end_thinking(event.time)
+        widget.append_tool(event.call_index, event.name, event.arguments_piece, thought)
 
     def on_event(self, event: Event) -> None:
         """Take one event: counts tokens and times for the figures, then buffers it."""
@@ -175,7 +268,13 @@ class MarkdownView(DeltaView):
         self._sent_at = None
         self._first_at = self._last_at = None
         self._tokens = 0
+        self._think_from = self._think_to = None
         super()._on_start()
+
+    def _on_retry(self, event: StreamRetry) -> None:
+        if event.discarded:  # a restart: the thinking starts over with the new delta stream
+            self._think_from = self._think_to = None
+        super()._on_retry(event)
 
     def _delta_extra(self) -> dict[str, Any] | None:
         first, last, sent = self._first_at, self._last_at, self._sent_at
@@ -183,7 +282,10 @@ class MarkdownView(DeltaView):
         rate = None
         if first is not None and last is not None and self._tokens > 1 and last > first:
             rate = (self._tokens - 1) / (last - first)
-        return {"figures": stream_figures(ttft=ttft, tokens=self._tokens, tokens_per_second=rate)}
+        extra = {"figures": stream_figures(ttft=ttft, tokens=self._tokens, tokens_per_second=rate)}
+        if first is not None:
+            extra.update(self._end_thinking(first))
+        return extra
 
     def _on_finish(self, result: StreamResult) -> None:
         usage = result.usage
@@ -202,3 +304,30 @@ class MarkdownView(DeltaView):
             cost_usd=cost,
         )
         super()._on_finish(result)
+
+
+def _html_transcript(text: str, reasoning: str, thought: str, tools: list[dict[str, str]]) -> str:
+    """The saved ``value``: the thinking in a ``<details>`` block, the answer, the tool calls.
+
+    Escaped text only (a model's words never become markup), for readers of the saved widget
+    state that do not run the view's script.
+    """
+    parts = []
+    if reasoning:
+        summary = html.escape(thought or "Thinking", quote=False)
+        body = html.escape(reasoning, quote=False)
+        parts.append(f"<details><summary>{summary}</summary>{PRE_OPEN}{body}{PRE_CLOSE}</details>")
+    parts.append(PRE_OPEN + html.escape(text, quote=False) + PRE_CLOSE)
+    for tool in tools:
+        name = html.escape(tool["name"], quote=False)
+        arguments = html.escape(_pretty(tool["arguments"]), quote=False)
+        parts.append(f"<p><code>{name}</code></p>{PRE_OPEN}{arguments}{PRE_CLOSE}")
+    return "".join(parts)
+
+
+def _pretty(arguments: str) -> str:
+    """Tool-call arguments indented when they are complete JSON, as they came otherwise."""
+    try:
+        return json.dumps(json.loads(arguments), indent=2, ensure_ascii=False)
+    except ValueError:
+        return arguments
