@@ -11,7 +11,10 @@ Markdown markup (a fence's backticks, ``**``, a table row's pipes) is visible ou
 - a hostile reply (``<script>``, ``<img onerror>``, ``javascript:`` links, an iframe) is shown
   as inert text: the flag its payload would set stays unset and no such element exists;
 - the copy buttons put the reply's Markdown, and a code block's code, on the clipboard;
-- the chat box holds a three-turn conversation whose requests carry the history.
+- the chat box holds a three-turn conversation whose requests carry the history;
+- a reasoning model's thinking fills a collapsed Thinking section while it streams, before the
+  answer grows, and expands on a click; tool calls show as cards whose arguments grow live;
+  hostile text in the thinking stays inert.
 
 Hostile and scripted replies come from the small OpenAI-compatible server of
 ``tests/_foreign.py`` (the simulator cannot be told what to say), which records every request.
@@ -325,6 +328,139 @@ def test_chat_box_holds_a_three_turn_conversation(
     printed = page.locator(".jp-CodeCell").nth(1).locator(".jp-OutputArea").inner_text()
     assert '"role": "assistant"' in printed and printed.count('"role": "user"') == 3, printed
     _check_no_errors(page, name)
+
+
+# Every `every` ms, of code cell `index`: [cell running, thinking text length, answer text
+# length, tool-call card count, tool-call arguments length, Thinking section open, its label].
+PIECES_SAMPLER_JS = """
+({index, every}) => {
+  const samples = [];
+  const probe = () => {
+    const cell = document.querySelectorAll('.jp-Notebook .jp-CodeCell')[index];
+    const q = (s) => (cell ? cell.querySelector(s) : null);
+    const prompt = q('.jp-InputPrompt');
+    const thinking = q('.streamkit-md-thinking');
+    const body = q('.streamkit-md-thinking-body');
+    const answer = q('.streamkit-md-body');
+    const args = cell ? [...cell.querySelectorAll('.streamkit-md-tool-args')] : [];
+    samples.push([
+      prompt ? prompt.textContent.includes('*') : false,
+      body ? body.textContent.length : -1,
+      answer ? answer.textContent.length : -1,
+      cell ? cell.querySelectorAll('.streamkit-md-tool').length : 0,
+      args.reduce((n, a) => n + a.textContent.length, 0),
+      thinking ? thinking.open : null,
+      thinking ? thinking.querySelector('summary').textContent : '',
+    ]);
+  };
+  probe();
+  window.__streamkitPieces = { samples, timer: setInterval(probe, every) };
+}
+"""
+STOP_PIECES_JS = """
+() => {
+  clearInterval(window.__streamkitPieces.timer);
+  return window.__streamkitPieces.samples;
+}
+"""
+HOSTILE_THINKING = "Let me think <img src=x onerror=\"window.__pwned = 'thinking'\"> **carefully**."
+
+
+def _sampled(page: Page, index: int) -> list[list[Any]]:
+    page.evaluate(PIECES_SAMPLER_JS, {"index": index, "every": SAMPLE_MS})
+    _run_cell(page, index)
+    _wait_done(page, index)
+    page.wait_for_timeout(400)  # the final render
+    samples: list[list[Any]] = page.evaluate(STOP_PIECES_JS)
+    return samples
+
+
+def test_thinking_streams_live_collapsed_before_the_answer(page: Page, lab: Lab) -> None:
+    name = "markdown_thinking.ipynb"
+    cells = [
+        "import streamkit as sk\n\nserver = sk.default_server()",
+        'result = await sk.chat("Think, then explain caching", model="sim-reasoner", seed=7,\n'
+        '    extra_body={"streamkit": {"tokens_per_second": 40}})\n'
+        "assert result.ok and result.reasoning and result.text",
+    ]
+    _run_notebook(page, lab, name, cells)
+    samples = _sampled(page, 1)
+    _check_no_errors(page, name)
+    busy = [s for s in samples if s[0]]
+    growing = sorted({s[1] for s in busy if s[1] > 0 and s[2] <= 0})
+    print(f"thinking lengths before the answer: {len(growing)}; last sample {samples[-1]}")
+    # The thinking grew in many steps while the cell ran, before any answer text showed.
+    assert len(growing) >= MIN_PARTIAL_STATES, growing
+    assert any(s[6].startswith("Thinking…") for s in busy), samples[-5:]
+    # Then the answer grew while the thinking stood still, labelled with how long it took.
+    answers = sorted({s[2] for s in busy if s[2] > 0})
+    assert len(answers) >= MIN_PARTIAL_STATES, answers
+    final = samples[-1]
+    assert final[1] == max(s[1] for s in samples) and final[2] > 0
+    assert final[6].startswith("Thought for "), final
+    # Collapsed throughout; a click on its summary expands it.
+    assert all(s[5] is False for s in samples if s[1] > 0), samples
+    thinking = page.locator(".jp-CodeCell").nth(1).locator(".streamkit-md-thinking")
+    assert not thinking.locator(".streamkit-md-thinking-body").is_visible()
+    thinking.locator("summary").click()
+    assert thinking.evaluate("(d) => d.open") is True
+    assert thinking.locator(".streamkit-md-thinking-body").is_visible()
+
+
+def test_tool_call_cards_grow_live(page: Page, lab: Lab) -> None:
+    name = "markdown_tools.ipynb"
+    cells = [
+        "import streamkit as sk\n\nserver = sk.default_server()\n"
+        "WEATHER = {'type': 'function', 'function': {'name': 'get_weather', 'parameters': "
+        "{'type': 'object', 'properties': {'city': {'type': 'string'}}}}}",
+        'result = await sk.chat("Weather in Paris?", model="sim-small", seed=5, tools=[WEATHER],\n'
+        '    tool_choice="required", extra_body={"streamkit": {"tokens_per_second": 15}})\n'
+        "assert result.ok and result.tool_calls",
+    ]
+    _run_notebook(page, lab, name, cells)
+    samples = _sampled(page, 1)
+    _check_no_errors(page, name)
+    busy = [s for s in samples if s[0]]
+    lengths = sorted({s[4] for s in busy if s[3] > 0})
+    print(f"tool-call argument lengths while streaming: {lengths}")
+    assert len(lengths) >= 4, lengths  # the arguments grew in steps, live
+    card = page.locator(".jp-CodeCell").nth(1).locator(".streamkit-md-tool").first
+    assert card.locator(".streamkit-md-tool-name").inner_text() == "get_weather"
+    args = card.locator(".streamkit-md-tool-args").inner_text()
+    assert args.startswith("{\n  "), args  # complete JSON: pretty-printed
+
+
+def test_hostile_thinking_is_inert(page: Page, lab: Lab) -> None:
+    name = "markdown_hostile_thinking.ipynb"
+    # The view driven with the stream's own events, so the thinking can say anything.
+    cells = [
+        "import asyncio, time\n"
+        "import streamkit as sk\n"
+        "from streamkit.events import ReasoningDelta, StreamEnd, TokenDelta\n"
+        "view = sk.MarkdownView()",
+        "view.start(model='m')\n"
+        f"for i, piece in enumerate({HOSTILE_THINKING!r}.split(' ')):\n"
+        "    view.on_event(ReasoningDelta(piece + ' ', i, time.perf_counter()))\n"
+        "    await asyncio.sleep(0.03)\n"
+        "view.on_event(TokenDelta('Done.', 99, time.perf_counter()))\n"
+        "result = sk.StreamResult(model='m')\n"
+        "result.apply(TokenDelta('Done.', 99, time.perf_counter()))\n"
+        "view.finish(result)",
+    ]
+    _run_notebook(page, lab, name, cells)
+    _run_cell(page, 1)
+    _wait_done(page, 1)
+    page.wait_for_timeout(400)
+    thinking = page.locator(".jp-CodeCell .streamkit-md-thinking").first
+    thinking.locator("summary").click()
+    page.wait_for_timeout(200)
+    _check_no_errors(page, name)
+    found = page.evaluate(HOSTILE_CHECK_JS, 1)  # the view shows itself in the cell that streams
+    text = thinking.locator(".streamkit-md-thinking-body").inner_text()
+    print(f"hostile thinking: {found}; {text!r}")
+    assert found["pwned"] is None and found["dangerous"] == 0, found
+    assert found["onAttributes"] == 0, found
+    assert "<img src=x onerror=" in text, text  # shown as text
 
 
 def test_summarise_catches_a_view_set_once() -> None:
