@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from itertools import pairwise
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from .errors import ProtocolError, StreamCancelled, StreamkitError
 from .events import (
@@ -33,11 +33,13 @@ from .events import (
 )
 
 __all__ = [
+    "EndLog",
     "OutputTokensSource",
     "StreamResult",
     "StreamStatus",
     "ToolCall",
     "ToolCallArgumentsError",
+    "close_log",
     "output_tokens_from",
 ]
 
@@ -100,6 +102,31 @@ class ToolCall:
 
 
 StreamStatus = Literal["pending", "streaming", "completed", "stopped", "failed"]
+
+
+class EndLog(Protocol):
+    """What :func:`close_log` fills in: a log of one stream (a result, a metrics recorder)."""
+
+    finish_reason: str | None
+    usage: Usage | None
+    error: StreamkitError | None
+    ended_at: float | None
+    status: StreamStatus
+
+
+def close_log(log: EndLog, event: StreamEnd | StreamError) -> None:
+    """Close ``log`` with how its stream ended: the one rule for :class:`StreamResult` and the
+    metrics alike. An end completes it with its finish reason and usage; an error fails it, or
+    stops it when the user cancelled (:class:`~streamkit.errors.StreamCancelled`)."""
+    log.ended_at = event.time
+    if isinstance(event, StreamEnd):
+        log.finish_reason = event.finish_reason
+        log.usage = event.usage
+        log.status = "completed"
+    else:
+        log.error = event.error
+        log.status = "stopped" if isinstance(event.error, StreamCancelled) else "failed"
+
 
 OutputTokensSource = Literal["usage", "counted"]
 """Where an output-token count came from: the server's usage chunk, or content chunks counted."""
@@ -211,15 +238,8 @@ class StreamResult:
                 self.token_times.clear()
                 self.chunks = self.reasoning_chunks = self.tool_call_chunks = 0
                 self.first_token_at = self.last_token_at = self.first_answer_at = None
-        elif isinstance(event, StreamEnd):
-            self.finish_reason = event.finish_reason
-            self.usage = event.usage
-            self.ended_at = event.time
-            self.status = "completed"
-        elif isinstance(event, StreamError):
-            self.error = event.error
-            self.ended_at = event.time
-            self.status = "stopped" if isinstance(event.error, StreamCancelled) else "failed"
+        elif isinstance(event, StreamEnd | StreamError):
+            close_log(self, event)
 
     def _piece(self, time: float) -> None:
         if self.first_token_at is None:

@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from ..errors import APIStatusError, StreamCancelled, StreamkitError
+from ..errors import APIStatusError, StreamkitError
 from ..events import (
     Event,
     ReasoningDelta,
@@ -21,7 +21,7 @@ from ..events import (
     ToolCallDelta,
     Usage,
 )
-from ..result import OutputTokensSource, output_tokens_from
+from ..result import OutputTokensSource, close_log, output_tokens_from
 
 if TYPE_CHECKING:
     from ..result import StreamResult
@@ -217,15 +217,8 @@ class RequestRecorder:
                 # The next attempt starts over: what arrived so far is not part of the reply.
                 self.kept_from = len(self.times)
             self.status = "streaming"
-        elif isinstance(event, StreamEnd):
-            self.finish_reason = event.finish_reason
-            self.usage = event.usage
-            self.ended_at = event.time
-            self.status = "completed"
-        elif isinstance(event, StreamError):
-            self.error = event.error
-            self.ended_at = event.time
-            self.status = "stopped" if isinstance(event.error, StreamCancelled) else "failed"
+        elif isinstance(event, StreamEnd | StreamError):
+            close_log(self, event)
 
     def finish(self, result: StreamResult) -> None:
         """Close the log with the chat's result (fills in what the events did not carry)."""
