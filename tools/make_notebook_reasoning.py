@@ -44,9 +44,34 @@ client = sk.Client.bundled()  # the simulator, offline and keyless, whatever the
 
 A reasoning model streams its thinking as `delta.reasoning_content` (DeepSeek, llama.cpp, older
 vLLM) or `delta.reasoning` (newer vLLM, Ollama, OpenRouter) before the first word of its answer.
-streamkit reads both as `ReasoningDelta` events and keeps them apart from the answer: the view
-below shows the answer, so it stays empty for a second or two while the model thinks, and
-`result.reasoning` holds the thinking. (The pace is slowed to 30 tokens/s here, so you can watch.)"""
+
+First, the chart that six reasoning requests will fill later in this section, empty for now. It is
+drawn in a cell of its own, before anything streams into it: the first draw of a figure can keep a
+busy browser page frozen for a moment, long enough to miss a short stream."""
+    ),
+    new_code_cell(
+        """fig = go.FigureWidget(
+    data=[
+        go.Bar(name="thinking", orientation="h", x=[], y=[], marker_color="#b0b7c3"),
+        go.Bar(name="answering", orientation="h", x=[], y=[], marker_color="#2a6fdb"),
+    ],
+    layout={
+        "title": "Thinking, then answering (sim-reasoner, six requests)",
+        "barmode": "overlay",
+        "xaxis": {"title": "seconds since the first request was sent", "rangemode": "tozero"},
+        "yaxis": {"autorange": "reversed"},
+        "height": 340,
+        "margin": {"t": 50, "b": 40},
+    },
+)
+fig""",
+        metadata={"tags": ["nbval-ignore-output"]},
+    ),
+    new_markdown_cell(
+        """Now one reasoning reply. streamkit reads both field names as `ReasoningDelta` events and
+keeps them apart from the answer: the view shows the answer, so it stays empty for a second or two
+while the model thinks, and `result.reasoning` holds the thinking. (The pace is slowed to 30
+tokens/s here, so you can watch.)"""
     ),
     new_code_cell(
         """first = await client.chat(
@@ -73,34 +98,13 @@ print(
 )"""
     ),
     new_markdown_cell(
-        """### Six replies at once, on a live chart
+        """### Six replies at once, on the chart
 
 Now six reasoning requests, sent 0.4 s apart at the model's own pace. Each gets a bar that grows
 while it streams: **thinking** from the send to its first answer token, then **answering** to its
 last token. An observer (anything with `on_event` and `finish`, passed as `observers=[...]`) sees
-every event of its request and redraws the chart at most 8 times a second, in one
-`batch_update` per frame: every token reaches the observer, only the screen is throttled.
-
-The chart is drawn in its own cell first: the first draw of a figure can keep a busy browser page
-frozen for a moment, long enough to miss a short stream."""
-    ),
-    new_code_cell(
-        """fig = go.FigureWidget(
-    data=[
-        go.Bar(name="thinking", orientation="h", x=[], y=[], marker_color="#b0b7c3"),
-        go.Bar(name="answering", orientation="h", x=[], y=[], marker_color="#2a6fdb"),
-    ],
-    layout={
-        "title": "Thinking, then answering (sim-reasoner, six requests)",
-        "barmode": "overlay",
-        "xaxis": {"title": "seconds since the first request was sent", "rangemode": "tozero"},
-        "yaxis": {"autorange": "reversed"},
-        "height": 340,
-        "margin": {"t": 50, "b": 40},
-    },
-)
-fig""",
-        metadata={"tags": ["nbval-ignore-output"]},
+every event of its request and redraws the chart above at most 8 times a second, in one
+`batch_update` per frame: every token reaches the observer, only the screen is throttled."""
     ),
     new_code_cell(
         """class PhaseChart:

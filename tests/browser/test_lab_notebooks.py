@@ -105,6 +105,13 @@ EXPECTATIONS: dict[str, Expect] = {
     "06_cost.ipynb": Expect(),
     # The dashboard follows a 60-request closed-loop load run.
     "07_load.ipynb": Expect(figures=(Figure(),), deadline_s=200.0),
+    # A reasoning reply's answer (~115 tokens at 30/s, after ~1.6 s of thinking the view does
+    # not show); the phase chart, one bar per request as six requests start 0.4 s apart; the
+    # answer after the tool call (100 tokens at 40/s; the call itself is in a plain HTML box);
+    # the same chat over Chat Completions and the Responses API at once (~110 tokens at 40/s).
+    "08_reasoning_and_tools.ipynb": Expect(
+        texts=(Text(), Text(), Text(), Text()), figures=(Figure(),)
+    ),
 }
 
 # Every `every` ms: [ms since start, ms since the previous tick, whether any code cell shows
