@@ -30,13 +30,11 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Mapping
-from typing import Any
+from typing import Any, Unpack
 
-from .admission import Admission, shutting_down
+from .admission import Admission
 from .asgi import (
     ConnectionDropped,
-    Outcome,
     Receive,
     Scope,
     Send,
@@ -46,13 +44,12 @@ from .asgi import (
     header,
     new_id,
     transport_of,
-    watched,
 )
 from .body import last_event_id, read_body
-from .config import DEFAULT_MAX_BODY_BYTES, ServerConfig, chosen_config
-from .core import ServerCore
+from .config import DEFAULT_MAX_BODY_BYTES, ServerConfig, ServerOptions, configured
+from .core import Reply, ServerCore
 from .faults import Drop, Fault, Malformed, Stall, stream_faults
-from .models import MODELS, SimModel, model_card
+from .models import model_card
 from .plan import Plan, plan_reply, resume_start
 from .produce import Ending
 from .request import (
@@ -100,9 +97,10 @@ __all__ = [
 class App(ServerCore):
     """The simulator as an ASGI 3 application: the HTTP routes on a :class:`~.core.ServerCore`.
 
-    The arguments are the :class:`~.config.ServerConfig` settings of the same names (a
-    ``ServerConfig`` as the first argument is taken as ``config``); ``config`` gives them all at
-    once instead (not both).
+    Args:
+        config: every setting at once (:class:`~.config.ServerConfig`), instead of ``options``
+            (not both).
+        **options: the settings one by one (:class:`~.config.ServerOptions`), on the defaults.
 
     A caller is the bearer token a request carries, or its client address when it carries none
     (:func:`caller_of`).
@@ -117,29 +115,9 @@ class App(ServerCore):
     """
 
     def __init__(
-        self,
-        api_key: str | ServerConfig | None = None,
-        models: Mapping[str, SimModel] | None = None,
-        *,
-        max_concurrent_streams: int | None = None,
-        requests_per_minute: int | None = None,
-        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-        max_batch: int | None = None,
-        decode_capacity: float | None = None,
-        config: ServerConfig | None = None,
+        self, config: ServerConfig | None = None, **options: Unpack[ServerOptions]
     ) -> None:
-        if isinstance(api_key, ServerConfig):
-            config, api_key = api_key, None
-        options = ServerConfig(
-            api_key=api_key,
-            models=MODELS if models is None else models,
-            max_concurrent_streams=max_concurrent_streams,
-            requests_per_minute=requests_per_minute,
-            max_body_bytes=max_body_bytes,
-            max_batch=max_batch,
-            decode_capacity=decode_capacity,
-        )
-        super().__init__(chosen_config(config, options, ServerConfig()))
+        super().__init__(configured(config, options))
         self._inflight: set[asyncio.Task[Any]] = set()
         self._ws = WebSocketEndpoint(self)
         self.responses = ResponsesEndpoint(self, self._inflight)
@@ -281,40 +259,15 @@ class App(ServerCore):
         plan = plan_reply(req)
         start = resume_start(resume_after, plan, "Last-Event-ID")
         with self.admit(req, caller_of(scope)) as admission:
-            completion_id = new_id("chatcmpl-")
             created = int(time.time())
+            reply = Reply(t0, request_id, new_id("chatcmpl-"), created, req, plan, admission)
             if req.stream:
-                await self._stream(
-                    receive,
-                    send,
-                    t0,
-                    request_id,
-                    completion_id,
-                    created,
-                    req,
-                    plan,
-                    start,
-                    admission,
-                )
+                await self._stream(receive, send, reply, start)
                 return
-            work = self._complete(
-                send, t0, request_id, completion_id, created, req, plan, admission
-            )
-            outcome, _ = await watched(work, receive, self._inflight)
-            if outcome is Outcome.ABORTED:
-                raise shutting_down()
+            await self.complete(self._complete(send, reply), receive, self._inflight)
 
-    async def _complete(
-        self,
-        send: Send,
-        t0: float,
-        request_id: str,
-        completion_id: str,
-        created: int,
-        req: ChatRequest,
-        plan: Plan,
-        admission: Admission,
-    ) -> None:
+    async def _complete(self, send: Send, reply: Reply) -> None:
+        t0, req, plan, admission = reply.t0, reply.req, reply.plan, reply.admission
         # Without a stream, faults act on the whole response: stalls add their silence, a drop
         # cuts the connection before the response, a malformed fault sends half the body.
         reached = stream_faults(admission.faults, 0, len(plan.pieces))
@@ -342,33 +295,22 @@ class App(ServerCore):
             admission.release()
             cut_connection(transport)
             await forever()  # until the server sees the connection close
-        body = completion_body(completion_id, created, req.model.id, plan)
+        body = completion_body(reply.reply_id, reply.created, req.model.id, plan)
         if any(isinstance(f, Malformed) for f in reached):
             self.stats.faults_injected += 1
             body = body[: len(body) // 2]
         self.stats.faults_injected += sum(isinstance(f, Stall) for f in reached)
         admission.release()
-        await self._send(send, 200, body, request_id)
+        await self._send(send, 200, body, reply.request_id)
         self.stats.tokens_sent += plan.completion_tokens
 
-    async def _stream(
-        self,
-        receive: Receive,
-        send: Send,
-        t0: float,
-        request_id: str,
-        completion_id: str,
-        created: int,
-        req: ChatRequest,
-        plan: Plan,
-        start: int,
-        admission: Admission,
-    ) -> None:
-        encoder = ChunkEncoder(completion_id, created, req.model.id, req.include_usage)
+    async def _stream(self, receive: Receive, send: Send, reply: Reply, start: int) -> None:
+        req, plan, admission = reply.req, reply.plan, reply.admission
+        encoder = ChunkEncoder(reply.reply_id, reply.created, req.model.id, req.include_usage)
         headers = [
             (b"content-type", b"text/event-stream; charset=utf-8"),
             (b"cache-control", b"no-cache"),
-            (b"x-request-id", request_id.encode()),
+            (b"x-request-id", reply.request_id.encode()),
             # Reverse proxies (nginx) buffer responses unless told not to.
             (b"x-accel-buffering", b"no"),
         ]
@@ -376,27 +318,9 @@ class App(ServerCore):
         # The role chunk goes out at once: clients measure time to first byte from it.
         await send({"type": "http.response.body", "body": encoder.role(), "more_body": True})
 
-        stats = self.stats
-        stats.streams_started += 1
-        stats.active_streams += 1
         wire = SSEWire(send, encoder, plan, admission)
-        try:
-            work = self._emit(wire, t0, encoder, req, plan, start, admission.faults)
-            outcome, ending = await watched(work, receive, self._inflight)
-            if outcome is Outcome.DONE:
-                if ending is Ending.FINISHED:
-                    stats.streams_completed += 1
-            elif outcome is Outcome.DISCONNECTED:
-                if wire.dropped:
-                    stats.streams_dropped += 1
-                else:
-                    stats.streams_disconnected += 1
-            else:
-                stats.streams_aborted += 1
-                # End the HTTP response properly; the missing [DONE] tells the client why.
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
-        finally:
-            stats.active_streams -= 1
+        work = self._emit(wire, reply.t0, encoder, req, plan, start, admission.faults)
+        await self.stream(work, wire, receive, send, self._inflight)
 
     async def _emit(
         self,
@@ -421,22 +345,15 @@ class App(ServerCore):
         return ending
 
 
-def create_app(
-    api_key: str | None = None,
-    models: Mapping[str, SimModel] | None = None,
-    *,
-    max_concurrent_streams: int | None = None,
-    requests_per_minute: int | None = None,
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-    max_batch: int | None = None,
-    decode_capacity: float | None = None,
-    config: ServerConfig | None = None,
-) -> App:
+def create_app(config: ServerConfig | None = None, **options: Unpack[ServerOptions]) -> App:
     """Make the simulator's ASGI app.
 
-    The arguments are the :class:`~.config.ServerConfig` settings of the same names: the key
-    ``/v1`` routes require (``/health`` stays open), the models, the per-caller limits, the body
-    limit and the capacity model; ``config`` gives them all at once instead (not both).
+    Args:
+        config: every setting at once (:class:`~.config.ServerConfig`), instead of ``options``
+            (not both).
+        **options: the settings one by one (:class:`~.config.ServerOptions`): the key ``/v1``
+            routes require (``/health`` stays open), the models, the per-caller limits, the
+            body limit and the capacity model.
 
     Returns:
         The app; its ``stats`` attribute holds live counters (``queued`` and ``running`` for
@@ -447,13 +364,4 @@ def create_app(
             a number > 0.
         TypeError: both ``config`` and keyword options given.
     """
-    return App(
-        api_key=api_key,
-        models=models,
-        max_concurrent_streams=max_concurrent_streams,
-        requests_per_minute=requests_per_minute,
-        max_body_bytes=max_body_bytes,
-        max_batch=max_batch,
-        decode_capacity=decode_capacity,
-        config=config,
-    )
+    return App(config, **options)

@@ -5,15 +5,22 @@ of running it (:func:`~.app.create_app`, :func:`~.runner.serve_in_thread`,
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, TypedDict
 
 from ..errors import UsageError
 from ._checks import is_int
 from .capacity import check_capacity
 from .models import MODELS, SimModel
 
-__all__ = ["DEFAULT_MAX_BODY_BYTES", "ServerConfig", "checked_config", "chosen_config"]
+__all__ = [
+    "DEFAULT_MAX_BODY_BYTES",
+    "ServerConfig",
+    "ServerOptions",
+    "checked_config",
+    "chosen_config",
+    "configured",
+]
 
 DEFAULT_MAX_BODY_BYTES = 1 << 20
 """The largest request body accepted by default (1 MiB); larger ones get 413."""
@@ -109,6 +116,24 @@ class ServerConfig:
         return f"ServerConfig({', '.join(fields)})"
 
 
+class ServerOptions(TypedDict, total=False):
+    """The keyword options of every entry point (:class:`~.app.App`, :func:`~.app.create_app`,
+    :func:`~.runner.serve_in_thread`, :func:`~.runner.run_server`), declared once: the
+    :class:`ServerConfig` settings of the same names, each optional (``models=None`` means the
+    default models)."""
+
+    host: str
+    port: int
+    api_key: str | None
+    api_key_source: str | None
+    models: Mapping[str, SimModel] | None
+    max_concurrent_streams: int | None
+    requests_per_minute: int | None
+    max_body_bytes: int
+    max_batch: int | None
+    decode_capacity: float | None
+
+
 def chosen_config(
     config: ServerConfig | None, options: ServerConfig, defaults: ServerConfig
 ) -> ServerConfig:
@@ -133,16 +158,42 @@ def chosen_config(
     return config
 
 
-def checked_config(**options: Any) -> ServerConfig:
-    """A :class:`ServerConfig` made from ``options``, a bad setting refused as a usage error.
+def configured(
+    config: ServerConfig | None, options: ServerOptions, defaults: ServerConfig | None = None
+) -> ServerConfig:
+    """The configuration an entry point runs with: ``config``, or else ``defaults`` (a plain
+    :class:`ServerConfig` if not given) with the entry point's keyword ``options`` applied.
+
+    Raises:
+        ValueError: a setting :class:`ServerConfig` refuses (the message names it).
+        TypeError: both ``config`` and keyword options that change the defaults were given,
+            or a ``config`` that is not a :class:`ServerConfig` (a setting passed by position).
+    """
+    if config is not None and not isinstance(config, ServerConfig):
+        raise TypeError(
+            f"config must be a ServerConfig (got {type(config).__name__}); pass the other "
+            "settings by keyword, e.g. api_key=..., port=..."
+        )
+    defaults = ServerConfig() if defaults is None else defaults
+    settings: dict[str, Any] = dict(options)
+    if settings.get("models", MODELS) is None:
+        del settings["models"]
+    return chosen_config(config, replace(defaults, **settings), defaults)
+
+
+def checked_config(
+    config: ServerConfig | None, options: ServerOptions, defaults: ServerConfig | None = None
+) -> ServerConfig:
+    """:func:`configured`, a bad setting refused as a usage error.
 
     For the entry points that face a person (:func:`~.runner.serve_in_thread`,
     :func:`~.runner.run_server`, ``streamkit serve``); the app itself raises ``ValueError``.
 
     Raises:
         UsageError: a setting :class:`ServerConfig` refuses (the message names it).
+        TypeError: both ``config`` and keyword options given.
     """
     try:
-        return ServerConfig(**options)
+        return configured(config, options, defaults)
     except ValueError as exc:
         raise UsageError(f"cannot start the simulator: {exc}") from exc

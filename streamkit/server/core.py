@@ -13,11 +13,13 @@ import contextlib
 import functools
 import hmac
 import time
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from ._checks import is_int, is_number
 from .admission import Admission, failing_error, shutting_down
-from .asgi import Scope, header
+from .asgi import Outcome, Receive, Scope, Send, header, watched
 from .capacity import Batch
 from .config import ServerConfig
 from .faults import (
@@ -36,7 +38,37 @@ from .produce import Ending, Wire, produce
 from .request import ChatRequest, RequestError
 from .stats import ServerStats
 
-__all__ = ["ServerCore"]
+__all__ = ["Reply", "ServerCore", "StreamWire"]
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """One admitted completion on its way out, as the HTTP routes pass it between their steps.
+
+    Attributes:
+        t0: the request's arrival, in pacer time.
+        request_id: the ``x-request-id`` header's value.
+        reply_id: the completion's id (``chatcmpl-…``, ``resp_…``).
+        created: the completion's ``created`` timestamp (Unix seconds).
+        req: the validated request.
+        plan: the planned reply.
+        admission: the completion's admission (its faults, its place under the limits).
+    """
+
+    t0: float
+    request_id: str
+    reply_id: str
+    created: int
+    req: ChatRequest
+    plan: Plan
+    admission: Admission
+
+
+class StreamWire(Protocol):
+    """What :meth:`ServerCore.stream` reads from a stream's wire: whether a drop fault cut it."""
+
+    @property
+    def dropped(self) -> bool: ...
 
 
 class ServerCore:
@@ -148,6 +180,55 @@ class ServerCore:
             stats=self.stats,
             batch=self.batch,
         )
+
+    async def complete(
+        self,
+        work: Coroutine[Any, Any, None],
+        receive: Receive,
+        inflight: set[asyncio.Task[Any]],
+    ) -> None:
+        """Run a non-streamed reply's ``work``; a shutdown that ends it is a 503 for its client.
+
+        Raises:
+            RequestError: 503 when the server shut down before the reply went out.
+        """
+        outcome, _ = await watched(work, receive, inflight)
+        if outcome is Outcome.ABORTED:
+            raise shutting_down()
+
+    async def stream(
+        self,
+        work: Coroutine[Any, Any, Ending],
+        wire: StreamWire,
+        receive: Receive,
+        send: Send,
+        inflight: set[asyncio.Task[Any]],
+    ) -> None:
+        """Run a streamed HTTP reply's ``work`` (its headers already sent) to its end, counted.
+
+        Shared by the Chat Completions and Responses routes: the stream counts as started
+        and active while it runs, then as completed, dropped (a drop fault), disconnected (the
+        client left) or aborted (the server is shutting down, which ends the HTTP response
+        here; the missing final event tells the client why).
+        """
+        stats = self.stats
+        stats.streams_started += 1
+        stats.active_streams += 1
+        try:
+            outcome, ending = await watched(work, receive, inflight)
+            if outcome is Outcome.DONE:
+                if ending is Ending.FINISHED:
+                    stats.streams_completed += 1
+            elif outcome is Outcome.DISCONNECTED:
+                if wire.dropped:
+                    stats.streams_dropped += 1
+                else:
+                    stats.streams_disconnected += 1
+            else:
+                stats.streams_aborted += 1
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            stats.active_streams -= 1
 
     def close(self) -> None:
         """Refuse new replies from now on (503): the server is shutting down."""

@@ -102,73 +102,59 @@ async def produce(
     Returns:
         How the stream was left; the caller writes its end accordingly.
     """
-    if batch is None:
-        return await _produce(wire, pieces, offsets, start, t0, faults, pacer, stats, None)
-    granted = await batch.enter()
-    try:
+    if batch is not None:
         # Waiting in line is part of the time to first token: the schedule starts afresh.
+        granted = await batch.enter()
         t0 = t0 if granted is None else granted
-        return await _produce(wire, pieces, offsets, start, t0, faults, pacer, stats, batch)
-    finally:
-        batch.leave()
-
-
-async def _produce(
-    wire: Wire,
-    pieces: Sequence[str],
-    offsets: Sequence[float],
-    start: int,
-    t0: float,
-    faults: Sequence[StreamFault],
-    pacer: Pacer,
-    stats: ServerStats,
-    batch: Batch | None,
-) -> Ending:
-    wait_until = pacer.wait_until
-    emit = wire.token
-    base = resume_base(t0, offsets, start)
-    n = len(pieces)
-    pending = list(faults)
-    pending.reverse()  # popped from the end, earliest first
-    # The next position at which a fault fires; -1 when none is left (never equal to k).
-    next_at = pending[-1].at if pending else -1
-    burst = 0
-    # With a decode capacity, each gap is at least running / capacity, read as the gap starts
-    # (the previous token has just gone out). Without one this stays None: one test per token.
-    capped: Batch | None = None
-    capacity = 0.0
-    if batch is not None and batch.decode_capacity is not None:
-        capped, capacity = batch, batch.decode_capacity
-    for k in range(start, n + 1):
-        while k == next_at:
-            fault = pending.pop()
-            next_at = pending[-1].at if pending else -1
-            stats.faults_injected += 1
-            if isinstance(fault, Stall):
-                # Silence for the stall, then the schedule goes on shifted by it.
-                await wait_until(pacer.time() + fault.seconds)
-                base += fault.seconds
-            elif isinstance(fault, Malformed):
-                await wire.malformed(k)
-            elif isinstance(fault, NoDone):
-                return Ending.NO_DONE
-            elif isinstance(fault, Drop):
-                await wire.drop(k, fault.mid_frame)
-                return Ending.DROPPED
-        if k == n:
-            break
-        if capped is not None and k > start:
-            share = capped.running / capacity
-            gap = offsets[k] - offsets[k - 1]
-            if share > gap:
-                base += share - gap  # this and every later token moves back by the difference
-        if await wait_until(base + offsets[k]):
-            burst = 0
-        else:
-            burst += 1
-            if burst >= MAX_BURST:
+    try:
+        wait_until = pacer.wait_until
+        emit = wire.token
+        base = resume_base(t0, offsets, start)
+        n = len(pieces)
+        pending = list(faults)
+        pending.reverse()  # popped from the end, earliest first
+        # The next position at which a fault fires; -1 when none is left (never equal to k).
+        next_at = pending[-1].at if pending else -1
+        burst = 0
+        # With a decode capacity, each gap is at least running / capacity, read as the gap starts
+        # (the previous token has just gone out). Without one this stays None: one test per token.
+        capped: Batch | None = None
+        capacity = 0.0
+        if batch is not None and batch.decode_capacity is not None:
+            capped, capacity = batch, batch.decode_capacity
+        for k in range(start, n + 1):
+            while k == next_at:
+                fault = pending.pop()
+                next_at = pending[-1].at if pending else -1
+                stats.faults_injected += 1
+                if isinstance(fault, Stall):
+                    # Silence for the stall, then the schedule goes on shifted by it.
+                    await wait_until(pacer.time() + fault.seconds)
+                    base += fault.seconds
+                elif isinstance(fault, Malformed):
+                    await wire.malformed(k)
+                elif isinstance(fault, NoDone):
+                    return Ending.NO_DONE
+                elif isinstance(fault, Drop):
+                    await wire.drop(k, fault.mid_frame)
+                    return Ending.DROPPED
+            if k == n:
+                break
+            if capped is not None and k > start:
+                share = capped.running / capacity
+                gap = offsets[k] - offsets[k - 1]
+                if share > gap:
+                    base += share - gap  # this and every later token moves back by the difference
+            if await wait_until(base + offsets[k]):
                 burst = 0
-                await asyncio.sleep(0)
-        await emit(k, pieces[k])
-        stats.tokens_sent += 1
-    return Ending.FINISHED
+            else:
+                burst += 1
+                if burst >= MAX_BURST:
+                    burst = 0
+                    await asyncio.sleep(0)
+            await emit(k, pieces[k])
+            stats.tokens_sent += 1
+        return Ending.FINISHED
+    finally:
+        if batch is not None:
+            batch.leave()

@@ -22,9 +22,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
-from .admission import Admission, shutting_down
-from .asgi import Outcome, Receive, Scope, Send, caller_of, forever, new_id, watched
+from .admission import Admission
+from .asgi import Receive, Scope, Send, caller_of, forever, new_id
 from .body import read_body
+from .core import Reply
 from .faults import Stall, stream_faults
 from .plan import Plan, plan_reply
 from .produce import Ending
@@ -171,18 +172,14 @@ class ResponsesEndpoint:
         created = int(time.time())
         laid = response_events(plan, response_id, created, req.model.id)
         with self._core.admit(req, caller_of(scope)) as admission:
+            reply = Reply(t0, request_id, response_id, created, req, plan, admission)
             if not req.stream:
-                work = self._complete(
-                    send, t0, request_id, response_id, created, req, plan, admission
-                )
-                outcome, _ = await watched(work, receive, self._inflight)
-                if outcome is Outcome.ABORTED:
-                    raise shutting_down()
+                await self._core.complete(self._complete(send, reply), receive, self._inflight)
                 return
             self.stored[response_id] = _Stored(req, plan, laid, created)
             while len(self.stored) > MAX_STORED:
                 self.stored.popitem(last=False)
-            await self._stream(receive, send, t0, request_id, plan, laid, None, admission)
+            await self._stream(receive, send, reply, laid, None)
 
     async def retrieve(
         self,
@@ -221,65 +218,36 @@ class ResponsesEndpoint:
                 )
             after = int(after_text)
         with self._core.admit(stored.req, caller_of(scope)) as admission:
-            await self._stream(
-                receive, send, t0, request_id, stored.plan, stored.laid, after, admission
+            reply = Reply(
+                t0, request_id, response_id, stored.created, stored.req, stored.plan, admission
             )
+            await self._stream(receive, send, reply, stored.laid, after)
 
-    async def _complete(
-        self,
-        send: Send,
-        t0: float,
-        request_id: str,
-        response_id: str,
-        created: int,
-        req: ChatRequest,
-        plan: Plan,
-        admission: Admission,
-    ) -> None:
+    async def _complete(self, send: Send, reply: Reply) -> None:
+        plan, admission = reply.plan, reply.admission
         # Without a stream the reply arrives whole when its last piece is due (stalls add their
         # silence); the stream faults that cut or garble a stream are not simulated here.
         reached = stream_faults(admission.faults, 0, len(plan.pieces))
         stall = sum(f.seconds for f in reached if isinstance(f, Stall))
-        await self._core.pacer().wait_until(t0 + (plan.offsets[-1] if plan.offsets else 0) + stall)
+        await self._core.pacer().wait_until(
+            reply.t0 + (plan.offsets[-1] if plan.offsets else 0) + stall
+        )
         admission.release()
-        obj = response_object(plan, response_id, created, req.model.id)
-        await self._send(send, 200, json.dumps(obj).encode(), request_id, b"application/json")
+        obj = response_object(plan, reply.reply_id, reply.created, reply.req.model.id)
+        body = json.dumps(obj).encode()
+        await self._send(send, 200, body, reply.request_id, b"application/json")
         self._core.stats.tokens_sent += plan.completion_tokens
 
     async def _stream(
-        self,
-        receive: Receive,
-        send: Send,
-        t0: float,
-        request_id: str,
-        plan: Plan,
-        laid: Laid,
-        after: int | None,
-        admission: Admission,
+        self, receive: Receive, send: Send, reply: Reply, laid: Laid, after: int | None
     ) -> None:
-        wire = ResponsesWire(send, laid, admission, 0 if after is None else after + 1)
+        plan, request_id = reply.plan, reply.request_id
+        wire = ResponsesWire(send, laid, reply.admission, 0 if after is None else after + 1)
         # response.created and .in_progress go out at once (time to first byte).
         await self._send(send, 200, wire.due(-1), request_id, b"text/event-stream; charset=utf-8")
-        stats = self._core.stats
-        stats.streams_started += 1
-        stats.active_streams += 1
         start = resume_piece(laid, after, len(plan.pieces))
-        try:
-            work = self._emit(wire, t0, plan, start, admission)
-            outcome, ending = await watched(work, receive, self._inflight)
-            if outcome is Outcome.DONE:
-                if ending is Ending.FINISHED:
-                    stats.streams_completed += 1
-            elif outcome is Outcome.DISCONNECTED:
-                if wire.dropped:
-                    stats.streams_dropped += 1
-                else:
-                    stats.streams_disconnected += 1
-            else:
-                stats.streams_aborted += 1
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
-        finally:
-            stats.active_streams -= 1
+        work = self._emit(wire, reply.t0, plan, start, reply.admission)
+        await self._core.stream(work, wire, receive, send, self._inflight)
 
     async def _emit(
         self, wire: ResponsesWire, t0: float, plan: Plan, start: int, admission: Admission

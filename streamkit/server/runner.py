@@ -15,7 +15,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from typing import Unpack
 
 import uvicorn
 from uvicorn.config import LOGGING_CONFIG
@@ -23,8 +23,7 @@ from uvicorn.config import LOGGING_CONFIG
 from ..errors import UsageError
 from ._stoppable import Stoppable
 from .app import App
-from .config import DEFAULT_MAX_BODY_BYTES, ServerConfig, checked_config, chosen_config
-from .models import MODELS, SimModel
+from .config import ServerConfig, ServerOptions, checked_config
 
 __all__ = ["RunningServer", "default_server", "run_server", "serve_in_thread"]
 
@@ -196,37 +195,17 @@ class RunningServer(Stoppable):
 
 
 def serve_in_thread(
-    host: str = "127.0.0.1",
-    port: int = 0,
-    api_key: str | None = None,
-    *,
-    max_concurrent_streams: int | None = None,
-    requests_per_minute: int | None = None,
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-    models: Mapping[str, SimModel] | None = None,
-    max_batch: int | None = None,
-    decode_capacity: float | None = None,
-    config: ServerConfig | None = None,
+    config: ServerConfig | None = None, **options: Unpack[ServerOptions]
 ) -> RunningServer:
     """Start the simulator in a daemon thread and return once it accepts connections.
 
     Args:
-        host: the address to bind (loopback by default).
-        port: the port; 0 picks a free one (read it from ``.port``).
-        api_key: if set, ``/v1`` routes require ``Authorization: Bearer <api_key>``.
-        max_concurrent_streams: completions one caller (API key, or client address without
-            one) may have in progress; more get 429. ``None``: unlimited.
-        requests_per_minute: completions one caller may start in any 60 s; more get 429 with
-            ``Retry-After``. ``None``: unlimited.
-        max_body_bytes: the largest request body accepted (1 MiB by default); larger get 413.
-        models: the models to offer, by id (default :data:`~.models.MODELS`); e.g. a slow
-            one: ``{"sim-small": dataclasses.replace(MODELS["sim-small"], ttft=0.5)}``.
-        max_batch: capacity model: the most completions generating at once (all callers);
-            later ones wait in line, FIFO, and their TTFT includes the wait. ``None``: no limit.
-        decode_capacity: capacity model: decode tokens per second shared by the running batch.
-            ``None``: each stream keeps its model's rate.
-        config: every setting at once (:class:`~.config.ServerConfig`), instead of the
-            keyword arguments above (not both).
+        config: every setting at once (:class:`~.config.ServerConfig`), instead of ``options``
+            (not both).
+        **options: the settings one by one (:class:`~.config.ServerOptions`): by default a free
+            loopback port (read it from ``.port``), no key, the default models, no limits.
+            E.g. a slow model: ``models={"sim-small": dataclasses.replace(MODELS["sim-small"],
+            ttft=0.5)}``.
 
     Returns:
         The running server; call ``.stop()`` (or use ``with``) when done.
@@ -237,18 +216,7 @@ def serve_in_thread(
         RuntimeError: the server did not start within 10 seconds.
         TypeError: both ``config`` and keyword options given.
     """
-    options = checked_config(
-        host=host,
-        port=port,
-        api_key=api_key,
-        models=MODELS if models is None else models,
-        max_concurrent_streams=max_concurrent_streams,
-        requests_per_minute=requests_per_minute,
-        max_body_bytes=max_body_bytes,
-        max_batch=max_batch,
-        decode_capacity=decode_capacity,
-    )
-    config = chosen_config(config, options, ServerConfig())
+    config = checked_config(config, options)
     app = _make_app(config)
     host, port = config.host, config.port
     sock = _bind(host, port)
@@ -312,35 +280,18 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def run_server(
-    host: str = "127.0.0.1",
-    port: int = 8000,
-    api_key: str | None = None,
-    *,
-    max_concurrent_streams: int | None = None,
-    requests_per_minute: int | None = None,
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-    max_batch: int | None = None,
-    decode_capacity: float | None = None,
-    api_key_source: str | None = None,
-    config: ServerConfig | None = None,
-) -> None:
+def run_server(config: ServerConfig | None = None, **options: Unpack[ServerOptions]) -> None:
     """Serve in the foreground until interrupted (``streamkit serve``).
 
     Args:
-        host: the address to bind; anything but loopback needs ``api_key``.
-        port: the port (0 picks a free one, printed at start).
-        api_key: if set, ``/v1`` routes require ``Authorization: Bearer <api_key>``.
-        max_concurrent_streams: completions one caller may have in progress (429 beyond).
-        requests_per_minute: completions one caller may start in any 60 s (429 beyond).
-        max_body_bytes: the largest request body accepted (413 beyond).
-        max_batch: capacity model: the most completions generating at once (FIFO queue beyond).
-        decode_capacity: capacity model: decode tokens per second the running batch shares.
-        api_key_source: where the key came from (``"STREAMKIT_API_KEY"``, ``"--api-key-file
-            PATH"``), named in the banner so a key picked up from the environment is no
-            surprise. The banner, like every message here, never shows the key itself.
-        config: every setting at once (:class:`~.config.ServerConfig`), instead of the
-            keyword arguments above (not both).
+        config: every setting at once (:class:`~.config.ServerConfig`), instead of ``options``
+            (not both).
+        **options: the settings one by one (:class:`~.config.ServerOptions`), on the defaults
+            but for the port, 8000 (0 picks a free one, printed at start). Anything but a
+            loopback ``host`` needs ``api_key``; ``api_key_source`` (where the key came from,
+            ``"STREAMKIT_API_KEY"``, ``"--api-key-file PATH"``) is named in the banner so a
+            key picked up from the environment is no surprise. The banner, like every message
+            here, never shows the key itself.
 
     Raises:
         UsageError: a non-loopback host without an API key, a limit that is not an integer
@@ -349,18 +300,7 @@ def run_server(
         KeyboardInterrupt: on Ctrl-C, after a clean shutdown (uvicorn re-raises the signal).
         TypeError: both ``config`` and keyword options given.
     """
-    options = checked_config(
-        host=host,
-        port=port,
-        api_key=api_key,
-        api_key_source=api_key_source,
-        max_concurrent_streams=max_concurrent_streams,
-        requests_per_minute=requests_per_minute,
-        max_body_bytes=max_body_bytes,
-        max_batch=max_batch,
-        decode_capacity=decode_capacity,
-    )
-    config = chosen_config(config, options, ServerConfig(port=8000))
+    config = checked_config(config, options, ServerConfig(port=8000))
     host, api_key = config.host, config.api_key
     if not _is_loopback(host) and not api_key:
         raise UsageError(
