@@ -48,6 +48,7 @@ __all__ = [
     "BODY_ENDS",
     "STATUS_CLASSES",
     "ChatChunks",
+    "StreamFold",
     "chat_request",
     "delta_pieces",
     "describe",
@@ -255,7 +256,77 @@ def stream_error(error: object, url: str, partial_text: str) -> StreamkitError:
     )
 
 
-class ChatChunks:
+class StreamFold:
+    """What the folds of both dialects share (:class:`ChatChunks`, and
+    :class:`~streamkit.transports._responses.ResponseEvents`): the pieces' count, the answer
+    text, the finish and usage, the ``retry:`` delay, and the rule of :meth:`end`.
+
+    A subclass feeds the events, says when its reply is :attr:`complete`, and what
+    :meth:`unfinished` reads like.
+    """
+
+    __slots__ = ("_retry", "finish_reason", "index", "parts", "url", "usage")
+
+    def __init__(self, url: str, attempt: ResumeFrom | None = None) -> None:
+        self.url = url
+        self.index = attempt.first_index if attempt is not None else 0
+        self.parts: list[str] = []
+        self.finish_reason: str | None = None
+        self.usage: Usage | None = None
+        self._retry: float | None = None
+
+    @property
+    def partial_text(self) -> str:
+        """The answer text received so far in this attempt."""
+        return "".join(self.parts)
+
+    @property
+    def complete(self) -> bool:
+        """The server said the reply is over."""
+        return self.finish_reason is not None
+
+    def unfinished(self) -> str:
+        """What was missing when the body ended too soon, for :class:`StreamInterrupted`."""
+        return f"the server finished after {self.index} pieces"
+
+    def reconnect(self, delay: float | None, now: float) -> ReconnectDelay | None:
+        """The event for the server's ``retry:`` delay (seconds), when it is new; else None."""
+        if delay is None or delay == self._retry:
+            return None
+        self._retry = delay
+        return ReconnectDelay(delay, now)
+
+    def protocol_error(self, message: str) -> ProtocolError:
+        """A :class:`ProtocolError` from this stream, with the partial text so far."""
+        return ProtocolError(message, url=self.url, partial_text=self.partial_text)
+
+    def end(self, now: float, *, cut: bool = False) -> StreamEnd:
+        """The body ended: the stream's end, or :class:`StreamInterrupted` if it was cut short.
+
+        The rule, the same on every SSE transport: the reply is complete once the server said
+        so (:attr:`complete`), however the body then ends: with ``[DONE]`` and its blank
+        line, without them, with bytes of an unfinished frame left over, or with the connection
+        dropping or going silent (the transports end the stream here instead of raising those
+        :data:`BODY_ENDS` errors). ``usage`` is the usage the server sent whole, else None: a
+        server that ignores ``include_usage`` (llama.cpp) and a body cut in the middle of the
+        usage frame end alike, complete and without usage. A body that ends before is
+        :class:`StreamInterrupted` with the partial text.
+
+        Args:
+            now: when the body ended.
+            cut: bytes of an unfinished frame were left over.
+        """
+        if not self.complete:
+            raise StreamInterrupted(
+                f"the stream from {self.url} ended{' mid-frame' if cut else ''} before "
+                + self.unfinished(),
+                url=self.url,
+                partial_text=self.partial_text,
+            )
+        return StreamEnd(self.finish_reason, self.usage, now)
+
+
+class ChatChunks(StreamFold):
     """Folds the events of a Chat Completions SSE stream into streamkit events, one at a time.
 
     Shared by every SSE transport (through the openai SDK, httpx2 or fast-sse), so the rules live
@@ -267,47 +338,22 @@ class ChatChunks:
     chunk against ~3.6 µs for ``json``), and nothing builds SDK models.
     """
 
-    __slots__ = (
-        "_last_id",
-        "_retry",
-        "_use_ids",
-        "done",
-        "event_id",
-        "finish_reason",
-        "index",
-        "parts",
-        "url",
-        "usage",
-    )
+    __slots__ = ("_last_id", "_use_ids", "done", "event_id")
 
     def __init__(self, url: str, attempt: ResumeFrom | None = None) -> None:
-        self.url = url
+        super().__init__(url, attempt)
         self._use_ids = attempt is not None and attempt.use_ids
         self._last_id = attempt.last_event_id if attempt is not None and self._use_ids else None
         self.event_id: str | None = None  # the server's id learned in this attempt, if any
-        self._retry: float | None = None
-        self.index = attempt.first_index if attempt is not None else 0
-        self.parts: list[str] = []
-        self.finish_reason: str | None = None
-        self.usage: Usage | None = None
         self.done = False
-
-    @property
-    def partial_text(self) -> str:
-        """The content received so far in this attempt."""
-        return "".join(self.parts)
 
     @property
     def complete(self) -> bool:
         """The server said the reply is over: a ``finish_reason`` or ``[DONE]`` arrived."""
         return self.done or self.finish_reason is not None
 
-    def reconnect(self, delay: float | None, now: float) -> ReconnectDelay | None:
-        """The event for the server's ``retry:`` delay (seconds), when it is new; else None."""
-        if delay is None or delay == self._retry:
-            return None
-        self._retry = delay
-        return ReconnectDelay(delay, now)
+    def unfinished(self) -> str:
+        return f"the server finished (no finish_reason, no [DONE]) after {len(self.parts)} chunks"
 
     def feed(self, sse: ServerSentEvent, now: float) -> tuple[Piece, ...]:
         """Take one SSE event (arrived at ``now``); return the pieces it carries, in order.
@@ -323,17 +369,11 @@ class ChatChunks:
         try:
             chunk = from_json(data)
         except ValueError as exc:
-            raise ProtocolError(
-                f"malformed JSON in the stream from {self.url}: {data[:80]!r}",
-                url=self.url,
-                partial_text=self.partial_text,
+            raise self.protocol_error(
+                f"malformed JSON in the stream from {self.url}: {data[:80]!r}"
             ) from exc
         if not isinstance(chunk, dict):
-            raise ProtocolError(
-                f"unexpected stream data from {self.url}: {data[:80]!r}",
-                url=self.url,
-                partial_text=self.partial_text,
-            )
+            raise self.protocol_error(f"unexpected stream data from {self.url}: {data[:80]!r}")
         if "error" in chunk:
             raise stream_error(chunk["error"], self.url, self.partial_text)
         pieces: tuple[Piece, ...] = ()
@@ -372,31 +412,6 @@ class ChatChunks:
                 self._last_id = self.event_id = sid
                 if sid.isdigit():
                     self.index = int(sid)
-
-    def end(self, now: float, *, cut: bool = False) -> StreamEnd:
-        """The body ended: the stream's end, or :class:`StreamInterrupted` if it was cut short.
-
-        The rule, the same on every SSE transport: the reply is complete once ``finish_reason``
-        (or ``[DONE]``) has arrived, however the body then ends: with ``[DONE]`` and its blank
-        line, without them, with bytes of an unfinished frame left over, or with the connection
-        dropping or going silent (the transports end the stream here instead of raising those
-        :data:`BODY_ENDS` errors). ``usage`` is the usage chunk's when it arrived whole, else
-        None: a server that ignores ``include_usage`` (llama.cpp) and a body cut in the middle of
-        the usage frame end alike, complete and without usage. A body that ends before either
-        is :class:`StreamInterrupted` with the partial text.
-
-        Args:
-            now: when the body ended.
-            cut: bytes of an unfinished frame were left over.
-        """
-        if not self.done and self.finish_reason is None:
-            raise StreamInterrupted(
-                f"the stream from {self.url} ended{' mid-frame' if cut else ''} before the "
-                f"server finished (no finish_reason, no [DONE]) after {len(self.parts)} chunks",
-                url=self.url,
-                partial_text=self.partial_text,
-            )
-        return StreamEnd(self.finish_reason, self.usage, now)
 
 
 def delta_pieces(

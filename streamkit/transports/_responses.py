@@ -31,17 +31,15 @@ from urllib.parse import quote
 from jiter import from_json
 
 from .._sse import ServerSentEvent
-from ..errors import ProtocolError, StreamInterrupted, StreamkitError
+from ..errors import ProtocolError, StreamkitError
 from ..events import (
     Piece,
     ReasoningDelta,
-    ReconnectDelay,
-    StreamEnd,
     TokenDelta,
     ToolCallDelta,
     Usage,
 )
-from ._common import status_error
+from ._common import StreamFold, status_error
 
 if TYPE_CHECKING:
     from ._attempt import ResumeFrom
@@ -199,7 +197,7 @@ def _usage(data: object) -> Usage | None:
     return Usage(prompt, completion, total, cached, reasoning)
 
 
-class ResponseEvents:
+class ResponseEvents(StreamFold):
     """Folds the events of a Responses API stream into streamkit events, one at a time.
 
     The same interface as :class:`~streamkit.transports._common.ChatChunks` (``feed``,
@@ -207,51 +205,19 @@ class ResponseEvents:
     transports drive either dialect alike.
     """
 
-    __slots__ = (
-        "_calls",
-        "_retry",
-        "finish_reason",
-        "index",
-        "parts",
-        "response_id",
-        "url",
-        "usage",
-    )
+    __slots__ = ("_calls", "response_id")
 
     def __init__(self, url: str, attempt: ResumeFrom | None = None) -> None:
-        self.url = url
+        super().__init__(url, attempt)
         point = resume_point(attempt)
         self.response_id: str | None = point[0] if point is not None else None
-        self.index = attempt.first_index if attempt is not None else 0
-        self.parts: list[str] = []
-        self.finish_reason: str | None = None
-        self.usage: Usage | None = None
-        self._retry: float | None = None
         self._calls: dict[str, int] = {}  # function_call item id -> call index
 
-    @property
-    def partial_text(self) -> str:
-        """The answer text received so far in this attempt."""
-        return "".join(self.parts)
-
-    @property
-    def complete(self) -> bool:
-        """The server said the response is over (``response.completed`` or ``.incomplete``)."""
-        return self.finish_reason is not None
-
-    def reconnect(self, delay: float | None, now: float) -> ReconnectDelay | None:
-        """The event for the server's ``retry:`` delay (seconds), when it is new; else None."""
-        if delay is None or delay == self._retry:
-            return None
-        self._retry = delay
-        return ReconnectDelay(delay, now)
+    def unfinished(self) -> str:
+        return f"the response finished (no response.completed) after {self.index} pieces"
 
     def _fail(self, message: str, data: bytes) -> ProtocolError:
-        return ProtocolError(
-            f"{message} in the stream from {self.url}: {data[:80]!r}",
-            url=self.url,
-            partial_text=self.partial_text,
-        )
+        return self.protocol_error(f"{message} in the stream from {self.url}: {data[:80]!r}")
 
     def feed(self, sse: ServerSentEvent, now: float) -> tuple[Piece, ...]:
         """Take one SSE event (arrived at ``now``); return the piece it carries, if any."""
@@ -354,16 +320,3 @@ class ResponseEvents:
             code=code_text,
             partial_text=self.partial_text,
         )
-
-    def end(self, now: float, *, cut: bool = False) -> StreamEnd:
-        """The body ended: the stream's end, or :class:`StreamInterrupted` if it was cut short
-        (the same rule as :meth:`~streamkit.transports._common.ChatChunks.end`: the response is
-        complete once ``response.completed`` or ``response.incomplete`` has arrived)."""
-        if self.finish_reason is None:
-            raise StreamInterrupted(
-                f"the stream from {self.url} ended{' mid-frame' if cut else ''} before the "
-                f"response finished (no response.completed) after {self.index} pieces",
-                url=self.url,
-                partial_text=self.partial_text,
-            )
-        return StreamEnd(self.finish_reason, self.usage, now)
