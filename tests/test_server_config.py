@@ -77,3 +77,20 @@ def test_serve_in_thread_serves_the_config() -> None:
 def test_a_bad_setting_is_a_usage_error_for_the_runners() -> None:
     with pytest.raises(UsageError, match="cannot start the simulator: port must be"):
         serve_in_thread(port=-1)
+
+
+def test_positional_settings_still_work_with_a_deprecation_warning() -> None:
+    with pytest.warns(DeprecationWarning, match=r"passing api_key, models by position"):
+        app = create_app("k", {"sim-small": MODELS["sim-small"]})
+    assert app.config.api_key == "k" and list(app.config.models) == ["sim-small"]
+    with pytest.warns(DeprecationWarning, match=r"App: passing api_key by position"):
+        assert App("k").config.api_key == "k"
+    with pytest.warns(DeprecationWarning, match=r"passing host, port by position"):
+        running = serve_in_thread("127.0.0.1", 0)
+    with running:
+        assert running.base_url.startswith("http://127.0.0.1:")
+    with (
+        pytest.raises(TypeError, match="multiple values for 'api_key'"),
+        pytest.warns(DeprecationWarning),
+    ):
+        create_app("k", api_key="other")

@@ -46,7 +46,7 @@ from .asgi import (
     transport_of,
 )
 from .body import last_event_id, read_body
-from .config import DEFAULT_MAX_BODY_BYTES, ServerConfig, ServerOptions, configured
+from .config import DEFAULT_MAX_BODY_BYTES, ServerConfig, ServerOptions, configured, positional
 from .core import Reply, ServerCore
 from .faults import Drop, Fault, Malformed, Stall, stream_faults
 from .models import model_card
@@ -115,8 +115,12 @@ class App(ServerCore):
     """
 
     def __init__(
-        self, config: ServerConfig | None = None, **options: Unpack[ServerOptions]
+        self,
+        config: ServerConfig | str | None = None,
+        *legacy: Any,
+        **options: Unpack[ServerOptions],
     ) -> None:
+        config = positional("App", ("api_key", "models"), config, legacy, options)
         super().__init__(configured(config, options))
         self._inflight: set[asyncio.Task[Any]] = set()
         self._ws = WebSocketEndpoint(self)
@@ -345,12 +349,15 @@ class App(ServerCore):
         return ending
 
 
-def create_app(config: ServerConfig | None = None, **options: Unpack[ServerOptions]) -> App:
+def create_app(
+    config: ServerConfig | str | None = None, *legacy: Any, **options: Unpack[ServerOptions]
+) -> App:
     """Make the simulator's ASGI app.
 
     Args:
         config: every setting at once (:class:`~.config.ServerConfig`), instead of ``options``
-            (not both).
+            (not both). The old positional ``create_app(api_key, models)`` still works, with a
+            DeprecationWarning.
         **options: the settings one by one (:class:`~.config.ServerOptions`): the key ``/v1``
             routes require (``/health`` stays open), the models, the per-caller limits, the
             body limit and the capacity model.
@@ -364,4 +371,5 @@ def create_app(config: ServerConfig | None = None, **options: Unpack[ServerOptio
             a number > 0.
         TypeError: both ``config`` and keyword options given.
     """
+    config = positional("create_app", ("api_key", "models"), config, legacy, options)
     return App(config, **options)

@@ -4,9 +4,10 @@ of running it (:func:`~.app.create_app`, :func:`~.runner.serve_in_thread`,
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, TypedDict
+from typing import Any, TypedDict, cast
 
 from ..errors import UsageError
 from ._checks import is_int
@@ -179,6 +180,51 @@ def configured(
     if settings.get("models", MODELS) is None:
         del settings["models"]
     return chosen_config(config, replace(defaults, **settings), defaults)
+
+
+def positional(
+    where: str,
+    names: tuple[str, ...],
+    first: object,
+    rest: tuple[Any, ...],
+    options: ServerOptions,
+) -> ServerConfig | None:
+    """The ``config`` an entry point was given, accepting its pre-:class:`ServerConfig` form.
+
+    Before ``ServerConfig``, the first settings of each entry point could be passed by position
+    (``create_app("key", models)``, ``serve_in_thread("127.0.0.1", 8001)``). Such a call still
+    works, with a :class:`DeprecationWarning`: the values are moved into ``options``.
+
+    Args:
+        where: the entry point's name, for the messages.
+        names: the settings it took by position, in order.
+        first: its first positional argument (a ServerConfig, None, or a legacy setting).
+        rest: any further positional arguments.
+        options: its keyword settings (updated in place).
+
+    Raises:
+        TypeError: too many positional settings, or one given both ways.
+    """
+    if isinstance(first, ServerConfig) or (first is None and not rest):
+        if rest:
+            raise TypeError(f"{where}: pass the other settings by keyword after a ServerConfig")
+        return first if isinstance(first, ServerConfig) else None
+    values = (first, *rest)
+    if len(values) > len(names):
+        raise TypeError(f"{where} takes at most {len(names)} settings by position: {names}")
+    given = names[: len(values)]
+    warnings.warn(
+        f"{where}: passing {', '.join(given)} by position is deprecated; pass "
+        f"{', '.join(f'{n}=' for n in given)} by keyword (or config=ServerConfig(...))",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    settings = cast(dict[str, Any], options)
+    for name, value in zip(given, values, strict=True):
+        if name in settings:
+            raise TypeError(f"{where} got multiple values for {name!r}")
+        settings[name] = value
+    return None
 
 
 def checked_config(

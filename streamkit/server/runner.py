@@ -15,7 +15,7 @@ import socket
 import sys
 import threading
 import time
-from typing import Unpack
+from typing import Any, Unpack
 
 import uvicorn
 from uvicorn.config import LOGGING_CONFIG
@@ -23,7 +23,7 @@ from uvicorn.config import LOGGING_CONFIG
 from ..errors import UsageError
 from ._stoppable import Stoppable
 from .app import App
-from .config import ServerConfig, ServerOptions, checked_config
+from .config import ServerConfig, ServerOptions, checked_config, positional
 
 __all__ = ["RunningServer", "default_server", "run_server", "serve_in_thread"]
 
@@ -195,7 +195,7 @@ class RunningServer(Stoppable):
 
 
 def serve_in_thread(
-    config: ServerConfig | None = None, **options: Unpack[ServerOptions]
+    config: ServerConfig | str | None = None, *legacy: Any, **options: Unpack[ServerOptions]
 ) -> RunningServer:
     """Start the simulator in a daemon thread and return once it accepts connections.
 
@@ -216,7 +216,9 @@ def serve_in_thread(
         RuntimeError: the server did not start within 10 seconds.
         TypeError: both ``config`` and keyword options given.
     """
-    config = checked_config(config, options)
+    config = checked_config(
+        positional("serve_in_thread", ("host", "port", "api_key"), config, legacy, options), options
+    )
     app = _make_app(config)
     host, port = config.host, config.port
     sock = _bind(host, port)
@@ -280,7 +282,9 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def run_server(config: ServerConfig | None = None, **options: Unpack[ServerOptions]) -> None:
+def run_server(
+    config: ServerConfig | str | None = None, *legacy: Any, **options: Unpack[ServerOptions]
+) -> None:
     """Serve in the foreground until interrupted (``streamkit serve``).
 
     Args:
@@ -300,7 +304,8 @@ def run_server(config: ServerConfig | None = None, **options: Unpack[ServerOptio
         KeyboardInterrupt: on Ctrl-C, after a clean shutdown (uvicorn re-raises the signal).
         TypeError: both ``config`` and keyword options given.
     """
-    config = checked_config(config, options, ServerConfig(port=8000))
+    given = positional("run_server", ("host", "port", "api_key"), config, legacy, options)
+    config = checked_config(given, options, ServerConfig(port=8000))
     host, api_key = config.host, config.api_key
     if not _is_loopback(host) and not api_key:
         raise UsageError(
