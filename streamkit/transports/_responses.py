@@ -25,7 +25,7 @@ so a server that omits ``event:`` lines reads the same; unknown types are skippe
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 from urllib.parse import quote
 
 from jiter import from_json
@@ -39,7 +39,7 @@ from ..events import (
     ToolCallDelta,
     Usage,
 )
-from ._common import StreamFold, status_error
+from ._common import ChatChunks, StreamFold, chat_request, status_error
 
 if TYPE_CHECKING:
     from ._attempt import ResumeFrom
@@ -320,3 +320,39 @@ class ResponseEvents(StreamFold):
             code=code_text,
             partial_text=self.partial_text,
         )
+
+
+class Opening(NamedTuple):
+    """What one attempt sends, and the fold that reads its answer (either dialect)."""
+
+    method: str
+    url: str
+    headers: dict[str, str]
+    body: dict[str, Any] | None
+    last_event_id: str | None  # sent as Last-Event-ID (Chat Completions; None for Responses)
+    fold: ChatChunks | ResponseEvents
+
+
+def open_request(
+    base_url: str,
+    api_key: str | None,
+    model: str,
+    messages: Iterable[Mapping[str, Any]],
+    params: Mapping[str, Any] | None,
+    attempt: ResumeFrom | None,
+    api: Api,
+) -> Opening:
+    """The request of one attempt in ``api``'s dialect, for the transports without the SDK.
+
+    Chat Completions resume with ``Last-Event-ID``; the Responses API by URL
+    (``starting_after``, see :func:`responses_request`).
+    """
+    if api == "responses":
+        method, url, headers, body = responses_request(
+            base_url, api_key, model, messages, params, attempt
+        )
+        return Opening(method, url, headers, body, None, ResponseEvents(base_url, attempt))
+    url, headers, chat_body = chat_request(base_url, api_key, model, messages, params)
+    use_ids = attempt is not None and attempt.use_ids
+    last_id = attempt.last_event_id if use_ids and attempt is not None else None
+    return Opening("POST", url, headers, chat_body, last_id, ChatChunks(base_url, attempt))

@@ -44,11 +44,11 @@ from .._sse import ServerSentEvent
 from ..errors import StreamInterrupted
 from ..events import Event, StreamStart
 from ._attempt import ResumeFrom
-from ._common import BODY_ENDS, ChatChunks, chat_request
+from ._common import BODY_ENDS
 from ._http1 import HIGH_WATER, Failure
 from ._pool import FastSSEPool, discard, open_stream, release
 from ._rehearsal import MESSAGES, MODEL, rehearse, rehearsed
-from ._responses import Api, ResponseEvents, responses_request
+from ._responses import Api, open_request
 from .sse import SSEState
 
 __all__ = ["HIGH_WATER", "FastSSEPool", "iter_sse", "stream_chat_fast_sse"]
@@ -127,20 +127,9 @@ async def stream_chat_fast_sse(
             the other arguments (``api`` too) and the errors are those of
             :func:`~streamkit.transports.sse.stream_chat_sse`.
     """
-    use_ids = attempt is not None and attempt.use_ids
-    chunks: ChatChunks | ResponseEvents
-    method = "POST"
-    last_id: str | None = None
-    if api == "responses":  # resumed by URL (starting_after), not by Last-Event-ID
-        method, url, headers, body = responses_request(
-            base_url, api_key, model, messages, params, attempt
-        )
-        chunks = ResponseEvents(base_url, attempt)
-    else:
-        url, headers, chat_body = chat_request(base_url, api_key, model, messages, params)
-        body = chat_body
-        last_id = attempt.last_event_id if use_ids and attempt is not None else None
-        chunks = ChatChunks(base_url, attempt)
+    method, url, headers, body, last_id, chunks = open_request(
+        base_url, api_key, model, messages, params, attempt, api
+    )
     if not rehearsed("fast-sse"):
         await rehearse("fast-sse", _rehearsal)  # the first request's setup, before its clock
     pool.prepare(url)

@@ -42,8 +42,6 @@ from ..retry import RetryPolicy, Streak
 from ._attempt import ResumeFrom
 from ._common import (
     BODY_ENDS,
-    ChatChunks,
-    chat_request,
     error_fields,
     is_event_stream,
     not_event_stream,
@@ -52,7 +50,7 @@ from ._common import (
     status_error,
 )
 from ._rehearsal import MESSAGES, MODEL, http_client, rehearse, rehearsed
-from ._responses import Api, ResponseEvents, responses_request
+from ._responses import Api, open_request
 
 __all__ = ["EventSource", "SSEState", "iter_sse", "stream_chat_sse"]
 
@@ -289,22 +287,10 @@ async def stream_chat_sse(
     Raises:
         StreamkitError: typed, with the partial text of this attempt.
     """
-    use_ids = attempt is not None and attempt.use_ids
-    chunks: ChatChunks | ResponseEvents
-    method = "POST"
-    if api == "responses":
-        method, url, headers, body = responses_request(
-            base_url, api_key, model, messages, params, attempt
-        )
-        state = SSEState()  # resumed by URL (starting_after), not by Last-Event-ID
-        chunks = ResponseEvents(base_url, attempt)
-    else:
-        url, headers, chat_body = chat_request(base_url, api_key, model, messages, params)
-        body = chat_body
-        state = SSEState(
-            last_event_id=attempt.last_event_id if use_ids and attempt is not None else None
-        )
-        chunks = ChatChunks(base_url, attempt)
+    method, url, headers, body, last_id, chunks = open_request(
+        base_url, api_key, model, messages, params, attempt, api
+    )
+    state = SSEState(last_event_id=last_id)
     if not rehearsed("generic-sse"):
         await rehearse("generic-sse", _rehearsal)  # the first request's setup, before its clock
     sent_at = _clock()
