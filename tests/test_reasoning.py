@@ -344,3 +344,18 @@ async def test_the_metrics_time_the_first_piece_and_the_first_answer_chunk(
     assert metrics.ttft < metrics.ttft_answer
     assert metrics.reasoning_chunks == result.reasoning_chunks > 0
     assert metrics.chunks == result.pieces and len(metrics.itl) == result.pieces - 1
+
+
+async def test_requests_df_has_both_first_token_times_and_piece_counts(
+    server: RunningServer,
+) -> None:
+    collector = sk.MetricsCollector()
+    async with sk.Client(server.base_url, model="sim-reasoner") as client:
+        result = await client.chat(
+            "Why is the sky blue?", view=None, seed=4, max_tokens=120, observers=[collector]
+        )
+    row = collector.requests_df().iloc[0]
+    assert row["reasoning_chunks"] == result.reasoning_chunks > 0
+    assert row["tool_call_chunks"] == 0
+    assert 0 < row["ttft"] < row["ttft_answer"]  # the thinking comes first
+    assert row["ttft_answer"] == pytest.approx(result.ttft_answer)
