@@ -31,6 +31,8 @@ class Foreign:
     requests: list[dict[str, Any]] = field(default_factory=list)
     headers: list[dict[str, str]] = field(default_factory=list)
     model_lists: int = 0  # GET /v1/models served
+    deltas: list[dict[str, Any]] | None = None  # stream these deltas instead of REPLY
+    finish: str = "stop"
 
 
 def _handler(state: Foreign) -> type[BaseHTTPRequestHandler]:
@@ -92,22 +94,32 @@ def _handler(state: Foreign) -> type[BaseHTTPRequestHandler]:
                 return b"data:" + json.dumps(chunk).encode() + b"\r\n\r\n"
 
             self.wfile.write(b": keep-alive\r\n\r\n" + frame({"role": "assistant"}))
-            for piece in REPLY[: body.get("max_tokens") or len(REPLY)]:
-                self.wfile.write(frame({"content": piece}))
+            deltas = state.deltas or [
+                {"content": piece} for piece in REPLY[: body.get("max_tokens") or len(REPLY)]
+            ]
+            for delta in deltas:
+                self.wfile.write(frame(delta))
                 self.wfile.flush()
-            self.wfile.write(frame({}, "stop") + b"data:[DONE]\r\n\r\n")
+            self.wfile.write(frame({}, state.finish) + b"data:[DONE]\r\n\r\n")
 
     return Handler
 
 
 @contextmanager
 def foreign_server(
-    models: list[str] | None = None, api_key: str | None = None
+    models: list[str] | None = None,
+    api_key: str | None = None,
+    deltas: list[dict[str, Any]] | None = None,
+    finish: str = "stop",
 ) -> Iterator[Foreign]:
     """Serve on 127.0.0.1, port 0, in a thread, for the ``with`` block."""
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
     state = Foreign(
-        f"http://127.0.0.1:{httpd.server_address[1]}/v1", models or ["foreign-1"], api_key
+        f"http://127.0.0.1:{httpd.server_address[1]}/v1",
+        models or ["foreign-1"],
+        api_key,
+        deltas=deltas,
+        finish=finish,
     )
     httpd.RequestHandlerClass = _handler(state)
     httpd.daemon_threads = True
