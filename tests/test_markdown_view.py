@@ -439,3 +439,25 @@ def test_a_new_stream_forgets_the_reasoning_and_tools(view: MarkdownView, clock:
     Feeder(view, clock)  # start() again
     assert (widget.reasoning, widget.thought, widget.tools) == ("", "", [])
     assert widget.snapshot_extra() == {"reasoning": "", "thought": "", "tools": []}
+
+
+def test_thinking_is_coalesced_to_at_most_25_messages_a_second(
+    view: MarkdownView, clock: FakeClock
+) -> None:
+    from streamkit.events import ReasoningDelta
+    from streamkit.render.markdown import REASONING_GAP
+
+    sent = Recorder(view.text_widget)
+    feed = Feeder(view, clock)
+    pieces = [f"w{i} " for i in range(200)]  # two seconds of thinking at 100 pieces/s
+    for i, piece in enumerate(pieces):
+        clock.now += 0.01
+        feed.send(ReasoningDelta(piece, i, clock.now))
+    feed.index = len(pieces)
+    feed.token("Answer", 0.01)  # the held tail goes out before the answer
+    thinking = [d for d in sent.deltas if d.get("part") == "reasoning"]
+    assert "".join(d["text"] for d in thinking) == "".join(pieces)  # nothing lost or doubled
+    assert len(thinking) <= 2 / REASONING_GAP + 2  # ≤ 25 a second, not 100
+    assert len(thinking) >= 2 / REASONING_GAP - 2  # and still live: about one per gap
+    answer = [d for d in sent.deltas if d.get("part") is None]
+    assert sent.deltas.index(thinking[-1]) < sent.deltas.index(answer[0])

@@ -64,6 +64,11 @@ _STATIC = Path(__file__).with_name("static")
 _prices: PriceTable | None = None
 
 
+REASONING_GAP = 0.04
+"""The shortest time between two thinking messages, in seconds: at most 25 a second, the
+answer's own cap."""
+
+
 class MarkdownText(DeltaText):
     """A :class:`DeltaText` whose browser side renders the text as sanitized Markdown.
 
@@ -202,6 +207,8 @@ class MarkdownView(DeltaView):
         self._tokens = 0
         self._think_from: float | None = None  # the first reasoning piece's arrival
         self._think_to: float | None = None  # the latest one's
+        self._held: list[str] = []  # reasoning not yet sent (see REASONING_GAP)
+        self._held_at: float | None = None  # when reasoning was last sent
 
     def _ipython_display_(self) -> None:
         """Display the panel (see WidgetView), unless it lives inside another widget."""
@@ -247,14 +254,29 @@ class MarkdownView(DeltaView):
             if self._think_from is None:
                 self._think_from = event.time
             self._think_to = event.time
-            elapsed = event.time - self._think_from
-            widget.append_reasoning(event.text, {"thinking": f"Thinking… {elapsed:.1f} s"})
+            self._held.append(event.text)
+            # Coalesced like the answer: at most one thinking message per REASONING_GAP (a
+            # reasoner streams ~100 pieces/s; the page needs ~25 updates/s). What is held goes
+            # out with the next piece after the gap, or before any other event.
+            if self._held_at is None or event.time - self._held_at >= REASONING_GAP:
+                self._send_reasoning()
             return
+        self._send_reasoning()
         thought = self._end_thinking(event.time)
         widget.append_tool(event.call_index, event.name, event.arguments_piece, thought)
 
+    def _send_reasoning(self) -> None:
+        if not self._held or self._think_from is None or self._think_to is None:
+            return
+        elapsed = self._think_to - self._think_from
+        text, self._held = "".join(self._held), []
+        self._held_at = self._think_to
+        self.text_widget.append_reasoning(text, {"thinking": f"Thinking… {elapsed:.1f} s"})
+
     def on_event(self, event: Event) -> None:
         """Take one event: counts tokens and times for the figures, then buffers it."""
+        if self._held and not isinstance(event, ReasoningDelta):
+            self._send_reasoning()  # the thinking is complete before anything else is shown
         if isinstance(event, TokenDelta):
             if self._first_at is None:
                 self._first_at = event.time
@@ -268,12 +290,13 @@ class MarkdownView(DeltaView):
         self._sent_at = None
         self._first_at = self._last_at = None
         self._tokens = 0
-        self._think_from = self._think_to = None
+        self._think_from = self._think_to = self._held_at = None
+        self._held = []
         super()._on_start()
 
     def _on_retry(self, event: StreamRetry) -> None:
         if event.discarded:  # a restart: the thinking starts over with the new delta stream
-            self._think_from = self._think_to = None
+            self._think_from = self._think_to = self._held_at = None
         super()._on_retry(event)
 
     def _delta_extra(self) -> dict[str, Any] | None:
