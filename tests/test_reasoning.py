@@ -20,6 +20,7 @@ from typing import Any
 
 import httpx2
 import pytest
+from _events import FAST, TRANSPORTS, EventLog
 
 import streamkit as sk
 from streamkit.events import Event, ReasoningDelta, StreamRetry, TokenDelta
@@ -27,9 +28,7 @@ from streamkit.server import RunningServer
 
 pytestmark = pytest.mark.anyio
 
-TRANSPORTS = ["sse", "generic-sse", "fast-sse", "ws"]
 SIM = {"ttft": 0.0, "tokens_per_second": 2000, "length": 20, "jitter": 0.0}
-FAST = sk.RetryPolicy(max_attempts=4, base_delay=0.01, max_delay=0.05)
 PROMPT = "Think first, then explain caching"
 
 
@@ -40,17 +39,10 @@ def body(*faults: dict[str, Any], **sim: Any) -> dict[str, Any]:
 async def run(
     server: RunningServer, transport: Any, *faults: dict[str, Any], **options: Any
 ) -> tuple[sk.StreamResult, list[Event]]:
-    events: list[Event] = []
-
-    class Recorder:
-        def on_event(self, event: Event) -> None:
-            events.append(event)
-
-        def finish(self, result: sk.StreamResult) -> None:
-            pass
-
+    log = EventLog()
+    events = log.events
     sim = options.pop("sim", {})
-    observers = [Recorder(), *options.pop("observers", [])]
+    observers = [log, *options.pop("observers", [])]
     options.setdefault("retry", FAST)
     async with sk.Client(
         server.base_url, model="sim-reasoner", transport=transport, **options
@@ -231,17 +223,10 @@ def thinker() -> Iterator[str]:
 
 @pytest.mark.parametrize("transport", ["sse", "generic-sse", "fast-sse"])
 async def test_a_foreign_server_sending_delta_reasoning(thinker: str, transport: Any) -> None:
-    events: list[Event] = []
-
-    class Recorder:
-        def on_event(self, event: Event) -> None:
-            events.append(event)
-
-        def finish(self, result: sk.StreamResult) -> None:
-            pass
-
+    log = EventLog()
+    events = log.events
     async with sk.Client(thinker, model="thinker", transport=transport, retry=None) as client:
-        result = await client.chat("hello", view=None, observers=[Recorder()])
+        result = await client.chat("hello", view=None, observers=[log])
     assert result.ok
     assert result.reasoning == "".join(THOUGHT) and result.text == "".join(ANSWER)
     got = pieces(events)

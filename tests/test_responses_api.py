@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx2
 import pytest
+from _events import FAST
 from test_cli import ENV, cli
 from test_cli_bench import bench
 
@@ -35,7 +36,6 @@ pytestmark = pytest.mark.anyio
 
 TRANSPORTS = ["sse", "generic-sse", "fast-sse"]
 SIM = {"ttft": 0.0, "tokens_per_second": 2000, "jitter": 0.0}
-FAST = sk.RetryPolicy(max_attempts=4, base_delay=0.01, max_delay=0.05)
 WEATHER = {
     "type": "function",
     "function": {

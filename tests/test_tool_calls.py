@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx2
 import pytest
+from _events import FAST, TRANSPORTS, EventLog
 
 import streamkit as sk
 from streamkit.events import Event, StreamRetry, ToolCallDelta
@@ -18,9 +19,7 @@ from streamkit.server import RunningServer
 
 pytestmark = pytest.mark.anyio
 
-TRANSPORTS = ["sse", "generic-sse", "fast-sse", "ws"]
 SIM = {"ttft": 0.0, "tokens_per_second": 2000, "jitter": 0.0}
-FAST = sk.RetryPolicy(max_attempts=4, base_delay=0.01, max_delay=0.05)
 PROMPT = "What is the weather in Paris?"
 WEATHER = {
     "type": "function",
@@ -50,15 +49,8 @@ async def run(
     model: str = "sim-small",
     **request: Any,
 ) -> tuple[sk.StreamResult, list[Event]]:
-    events: list[Event] = []
-
-    class Recorder:
-        def on_event(self, event: Event) -> None:
-            events.append(event)
-
-        def finish(self, result: sk.StreamResult) -> None:
-            pass
-
+    log = EventLog()
+    events = log.events
     request.setdefault("tools", [WEATHER, SEARCH])
     async with sk.Client(server.base_url, model=model, transport=transport, retry=FAST) as c:
         result = await c.chat(
@@ -66,7 +58,7 @@ async def run(
             view=None,
             seed=11,
             raise_on_error=False,
-            observers=[Recorder()],
+            observers=[log],
             extra_body={"streamkit": {**SIM, "faults": list(faults)}},
             **request,
         )
