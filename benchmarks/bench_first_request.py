@@ -30,13 +30,12 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
 import time
 
-from _harness import free_port  # benchmarks/ is on sys.path when run
+from _harness import free_port, start_server  # benchmarks/ is on sys.path when run
 
 TRANSPORTS = ("sse", "generic-sse", "fast-sse", "ws")
 EXTRA = {"streamkit": {"jitter": 0, "length": 8}}
@@ -66,23 +65,6 @@ async def sample(base_url: str, transport: str, warm: int) -> dict[str, object]:
     return {"first": ttft, "caller": caller, "warm": warm_ttfts}
 
 
-def start_serve(port: int) -> subprocess.Popen[bytes]:
-    """``streamkit serve`` on ``port``, pinned to core 0; return once it accepts connections."""
-    command = [sys.executable, "-m", "streamkit", "serve", "--port", str(port)]
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
-        os.sched_setaffinity(proc.pid, {0})
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return proc
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError("streamkit serve did not start within 30 s")
-
-
 def run_sample(base_url: str, transport: str, warm: int) -> dict[str, object]:
     """One sample in a fresh process, pinned to core 1."""
     command = [sys.executable, __file__, "--sample", transport, base_url, "--warm", str(warm)]
@@ -109,7 +91,7 @@ def main() -> None:
         print(json.dumps(asyncio.run(sample(base_url, transport, args.warm))))
         return
     port = free_port()
-    server = start_serve(port)
+    server = start_server(port, pin_self=False)  # the samples pin themselves to core 1
     base_url = f"http://127.0.0.1:{port}/v1"
     transports = [t for t in args.transports.split(",") if t]
     try:
