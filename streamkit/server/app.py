@@ -63,7 +63,7 @@ from .request import (
 )
 from .responses import ResponsesEndpoint
 from .sse import ChunkEncoder, SSEWire, completion_body
-from .stats import ServerStats
+from .stats import ServerStats, exposition
 from .ws import WebSocketEndpoint
 
 # Everything below was first defined here; it is re-exported so these imports keep working.
@@ -176,6 +176,15 @@ class App(ServerCore):
             if path == "/health":
                 self._allow(method, "GET", path)
                 await self._json(send, 200, {"status": "ok"}, request_id)
+            elif path == "/metrics":
+                self._allow(method, "GET", path)
+                await self._send(
+                    send,
+                    200,
+                    exposition(self.stats).encode(),
+                    request_id,
+                    content_type=b"text/plain; version=0.0.4; charset=utf-8",
+                )
             elif path == "/v1/models":
                 self._allow(method, "GET", path)
                 self.refuse_if_failing()
@@ -207,7 +216,7 @@ class App(ServerCore):
                 raise RequestError(
                     404,
                     f"Invalid URL ({method} {scope['path']}): the streamkit simulator serves "
-                    "GET /health, GET /v1/models, GET /v1/models/{id}, "
+                    "GET /health, GET /metrics, GET /v1/models, GET /v1/models/{id}, "
                     "POST /v1/chat/completions, POST /v1/responses, GET /v1/responses/{id} "
                     "and the WebSocket endpoint /v1/ws.",
                     code="unknown_url",
@@ -233,9 +242,10 @@ class App(ServerCore):
         body: bytes,
         request_id: str,
         extra_headers: list[tuple[bytes, bytes]] | None = None,
+        content_type: bytes = b"application/json",
     ) -> None:
         headers = [
-            (b"content-type", b"application/json"),
+            (b"content-type", content_type),
             (b"content-length", str(len(body)).encode()),
             (b"x-request-id", request_id.encode()),
             *(extra_headers or []),

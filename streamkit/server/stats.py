@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-__all__ = ["ServerStats"]
+__all__ = ["ServerStats", "exposition"]
 
 
 @dataclass(slots=True)
@@ -61,3 +61,13 @@ class ServerStats:
     def snapshot(self) -> dict[str, int]:
         """The counters as a plain dict (a copy)."""
         return asdict(self)
+
+
+def exposition(stats: ServerStats) -> str:
+    """The counters in Prometheus' text format (``GET /metrics``), as vLLM's server exposes its
+    own: one ``streamkit_<name>`` sample per field, so a scraper or ``curl`` reads them."""
+    lines = []
+    for name, value in asdict(stats).items():
+        lines.append(f"# TYPE streamkit_{name} gauge")
+        lines.append(f"streamkit_{name} {value}")
+    return "\n".join(lines) + "\n"
