@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 
 import pytest
 
@@ -19,7 +20,7 @@ from streamkit.server.plan import plan_reply
 from streamkit.server.request import parse_chat_object
 from streamkit.server.responses_wire import response_events
 from streamkit.server.sse import ChunkEncoder, completion_body
-from streamkit.server.textgen import generate, schedule, tokenize
+from streamkit.server.textgen import THEMES, _deal, generate, schedule, tokenize
 
 WEATHER = {
     "type": "function",
@@ -153,3 +154,12 @@ def test_a_reply_reads_as_pinned() -> None:
     assert tokenize("Hello, streaming world of backpressure") == [
         "Hello", ",", " streaming", " world", " of", " backpr", "essure",
     ]  # fmt: skip
+
+
+def test_dealing_a_deck_draws_as_random_sample_does() -> None:
+    # _deal inlines random.sample's draws for speed; both must leave the same cards and state.
+    for seed in range(300):
+        deck = THEMES[sorted(THEMES)[seed % len(THEMES)]][: 1 + seed % 13]
+        ours, stdlib = random.Random(seed), random.Random(seed)
+        assert _deal(ours, deck) == stdlib.sample(deck, len(deck))
+        assert ours.random() == stdlib.random()

@@ -13,7 +13,9 @@ tokens with the same function, so usage figures agree with what was streamed.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import itertools
 import random
 import re
 from typing import TYPE_CHECKING
@@ -221,6 +223,17 @@ _KEYWORDS = {
     theme: frozenset(_stem(w) for w in words.split()) for theme, words in _KEYWORD_TEXT.items()
 }
 
+# Which themes each prompt word steers towards: _KEYWORDS inverted, over every word whose _stem
+# is a keyword (the keyword itself, or it with a plural "s"), so a prompt is scanned once.
+_THEMES_OF_WORD: dict[str, tuple[str, ...]] = {}
+for _theme, _stems in _KEYWORDS.items():
+    for _key in _stems:
+        for _word in (_key, _key + "s"):
+            if _stem(_word) == _key:
+                _THEMES_OF_WORD[_word] = (*_THEMES_OF_WORD.get(_word, ()), _theme)
+del _theme, _stems, _key, _word
+_WORD = re.compile(r"[a-z0-9]+")
+
 # Sentences per paragraph: short paragraphs, like a chat reply.
 _PARAGRAPH_SENTENCES = (2, 4)
 
@@ -252,20 +265,32 @@ def tokenize(text: str) -> list[str]:
         The pieces in order: words carry their leading space (``" world"``), punctuation is
         separate (``","``), and a paragraph break is one piece (``"\\n\\n"``).
     """
+    found: list[str] = _PIECE.findall(text)
+    # Only a piece longer than _LONG_WORD can be a word to cut; most texts have none.
+    if not found or max(map(len, found)) <= _LONG_WORD:
+        return found
     pieces: list[str] = []
-    for match in _PIECE.finditer(text):
-        piece = match.group()
-        letters = piece.lstrip(" ")
-        if len(letters) > _LONG_WORD and letters.isalpha():
-            lead = len(piece) - len(letters)
-            cut = lead + _LONG_WORD_STRIDE
-            pieces.append(piece[:cut])
-            pieces.extend(
-                piece[i : i + _LONG_WORD_STRIDE] for i in range(cut, len(piece), _LONG_WORD_STRIDE)
-            )
-        else:
-            pieces.append(piece)
+    for piece in found:
+        if len(piece) > _LONG_WORD:
+            letters = piece.lstrip(" ")
+            if len(letters) > _LONG_WORD and letters.isalpha():
+                lead = len(piece) - len(letters)
+                cut = lead + _LONG_WORD_STRIDE
+                pieces.append(piece[:cut])
+                pieces.extend(
+                    piece[i : i + _LONG_WORD_STRIDE]
+                    for i in range(cut, len(piece), _LONG_WORD_STRIDE)
+                )
+                continue
+        pieces.append(piece)
     return pieces
+
+
+@functools.lru_cache(maxsize=1024)
+def _sentence_pieces(sentence: str) -> tuple[str, ...]:
+    # Replies are made of the bundled sentences (with or without a leading space), so each is
+    # tokenized once per process.
+    return tuple(tokenize(sentence))
 
 
 def rng_for(seed: int, prompt: str, purpose: str) -> random.Random:
@@ -286,12 +311,35 @@ def _theme_weights(prompt: str, rng: random.Random) -> dict[str, float]:
     Themes the prompt mentions get weight by mention count; with no mention at all, two themes
     are picked at random so that every prompt still gets a coherent reply.
     """
-    words = [_stem(w) for w in re.findall(r"[a-z0-9]+", prompt.lower())]
-    hits = {theme: sum(w in keys for w in words) for theme, keys in _KEYWORDS.items()}
+    hits = dict.fromkeys(_KEYWORDS, 0)
+    themes_of = _THEMES_OF_WORD
+    for word in _WORD.findall(prompt.lower()):
+        for theme in themes_of.get(word, ()):
+            hits[theme] += 1
     weights = {theme: float(n) for theme, n in hits.items() if n}
     if not weights:
         weights = {theme: 1.0 for theme in rng.sample(sorted(THEMES), 2)}
     return weights
+
+
+def _deal(rng: random.Random, deck: tuple[str, ...]) -> list[str]:
+    """``rng.sample(deck, len(deck))``, from the same draws without its per-draw calls.
+
+    CPython's ``sample`` of a whole small population picks from a pool, drawing each index
+    with ``_randbelow``: ``getrandbits(m.bit_length())`` until below ``m``, the pool's size.
+    This repeats that exactly (a test compares the two), so replies stay what they were.
+    """
+    getrandbits = rng.getrandbits
+    pool = list(deck)
+    dealt: list[str] = []
+    for m in range(len(pool), 0, -1):
+        bits = m.bit_length()
+        j = getrandbits(bits)
+        while j >= m:
+            j = getrandbits(bits)
+        dealt.append(pool[j])
+        pool[j] = pool[m - 1]
+    return dealt
 
 
 def _sentences(prompt: str, rng: random.Random) -> list[str]:
@@ -300,12 +348,14 @@ def _sentences(prompt: str, rng: random.Random) -> list[str]:
     """
     weights = _theme_weights(prompt, rng)
     themes = sorted(weights)
-    decks = {theme: rng.sample(THEMES[theme], len(THEMES[theme])) for theme in themes}
+    decks = {theme: _deal(rng, THEMES[theme]) for theme in themes}
     total = sum(len(deck) for deck in decks.values())
+    # One draw per sentence, as rng.choices(themes, weights) once per sentence would draw:
+    # choices turns weights into the same cumulative sums and makes one random() call per pick.
+    cum = list(itertools.accumulate(weights[t] for t in themes))
     order: list[str] = []
     positions = dict.fromkeys(themes, 0)
-    for _ in range(total):
-        theme = rng.choices(themes, weights=[weights[t] for t in themes])[0]
+    for theme in rng.choices(themes, cum_weights=cum, k=total):
         deck = decks[theme]
         order.append(deck[positions[theme] % len(deck)])
         positions[theme] += 1
@@ -348,7 +398,7 @@ def generate(prompt: str, seed: int, n_tokens: int | None, model: SimModel) -> l
                 paragraph_len = rng.randint(*_PARAGRAPH_SENTENCES)
             else:
                 sentence = " " + sentence
-        pieces.extend(tokenize(sentence))
+        pieces.extend(_sentence_pieces(sentence))
         in_paragraph += 1
     return pieces if n_tokens is None else pieces[:n_tokens]
 
@@ -473,8 +523,14 @@ def schedule(
     Returns:
         ``n_tokens`` non-decreasing offsets.
     """
-    rng = rng_for(seed, prompt, "timing")
     gap = 1.0 / tokens_per_second
+    if jitter == 0:
+        # Every gap is exactly ``gap`` (gap * (1.0 + 0.0 * x) == gap): no draws needed, and the
+        # sums are the same floats as the loop below would add up.
+        return list(itertools.accumulate(itertools.repeat(gap, n_tokens - 1), initial=ttft))[
+            :n_tokens
+        ]
+    rng = rng_for(seed, prompt, "timing")
     offsets: list[float] = []
     t = ttft
     for i in range(n_tokens):
