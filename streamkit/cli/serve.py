@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -24,6 +25,17 @@ __all__ = ["ENV_API_KEY", "add_parser", "resolve_api_key", "run"]
 
 ENV_API_KEY = "STREAMKIT_API_KEY"
 """The variable the server reads its key from when no option gives one (a client sends it too)."""
+
+
+CAPACITY = """\
+capacity: one worker is one event loop on one core. Measured on a 2-core VM (see
+docs/protocol.md): about 18 us of CPU per streamed token and 450 us per request opened, so one
+core sends ~50,000 tokens/s (e.g. 600 streams at 80 tok/s) and opens ~2,000 requests/s, less
+the clients' own share of the machine. Past that, tokens go out late and TTFT stretches: the
+server then says so on stderr (at most every 5 s) and GET /metrics shows
+streamkit_token_lateness_seconds, streamkit_late_tokens, streamkit_loop_lag_seconds,
+streamkit_loop_busy and streamkit_saturated. Add --workers (up to the cores you can spare) or
+lower the load."""
 
 
 def add_parser(sub: Any) -> None:
@@ -36,6 +48,8 @@ def add_parser(sub: Any) -> None:
         "STREAMKIT_API_KEY is also what `streamkit chat` and streamkit.Client send, so one "
         "variable makes this server and `streamkit chat --base-url http://127.0.0.1:8000/v1` "
         "agree.",
+        epilog=CAPACITY,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 = any free)")
@@ -76,6 +90,19 @@ def add_parser(sub: Any) -> None:
         metavar="N",
         help="capacity model: most completions generating at once, all callers; the rest wait "
         "in a FIFO queue and their TTFT includes the wait (default unlimited)",
+    )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="server processes sharing the port (SO_REUSEPORT), each with its own event loop, "
+        "for loads past one core (see below; default 1). Workers are for load tests: each has "
+        "its own memory, so GET /v1/responses/{id} and starting_after replays work only on the "
+        "worker that served the response (404 elsewhere), faults limited to the first attempts "
+        "count attempts per worker, and the limits and capacity model apply per worker. "
+        "Last-Event-ID and WebSocket resume_after work on any worker. GET /metrics reports "
+        'every worker, labelled worker="i"',
     )
     serve.add_argument(
         "--decode-capacity",
@@ -138,8 +165,20 @@ def run(args: argparse.Namespace) -> int:
     are, which makes them one :class:`~streamkit.server.config.ServerConfig` (and refuses a bad
     one by name)."""
     from ..server import run_server
+    from ..server.workers import WorkerExited
 
     api_key, source = resolve_api_key(args.api_key, args.api_key_file)
+    try:
+        _serve(run_server, args, api_key, source)
+    except WorkerExited as exc:
+        print(f"streamkit serve: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _serve(
+    run_server: Any, args: argparse.Namespace, api_key: str | None, source: str | None
+) -> None:
     run_server(
         host=args.host,
         port=args.port,
@@ -150,5 +189,5 @@ def run(args: argparse.Namespace) -> int:
         max_body_bytes=args.max_body_bytes,
         max_batch=args.max_batch,
         decode_capacity=args.decode_capacity,
+        workers=args.workers,
     )
-    return 0

@@ -57,10 +57,14 @@ class ServerConfig:
         decode_capacity: capacity model: decode tokens per second shared by the running batch
             (each stream's gap is at least ``running / decode_capacity``). ``None``: each
             stream keeps its model's rate. See :mod:`.capacity`.
+        workers: server processes sharing the port (``SO_REUSEPORT``), each with its own event
+            loop, pacer, counters, limits and capacity model; only :func:`~.runner.run_server`
+            and ``streamkit serve`` run more than one (see :mod:`.workers`).
 
     Raises:
-        ValueError: no models, a port outside 0-65535, a limit that is not an integer >= 1,
-            or a ``decode_capacity`` that is not a number > 0 (the message names the setting).
+        ValueError: no models, a port outside 0-65535, a limit or ``workers`` that is not an
+            integer >= 1, or a ``decode_capacity`` that is not a number > 0 (the message names
+            the setting).
     """
 
     host: str = "127.0.0.1"
@@ -73,6 +77,7 @@ class ServerConfig:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     max_batch: int | None = None
     decode_capacity: float | None = None
+    workers: int = 1
 
     def __post_init__(self) -> None:
         # A copy: the server's offer does not change if the caller's mapping does.
@@ -83,6 +88,7 @@ class ServerConfig:
             ("max_concurrent_streams", self.max_concurrent_streams),
             ("requests_per_minute", self.requests_per_minute),
             ("max_body_bytes", self.max_body_bytes),
+            ("workers", self.workers),
         ):
             if value is not None and (not is_int(value) or value < 1):
                 raise ValueError(f"{name} must be an integer >= 1 (got {value!r})")
@@ -112,6 +118,8 @@ class ServerConfig:
             value = getattr(self, name)
             if value is not None:
                 fields.append(f"{name}={value!r}")
+        if self.workers != 1:
+            fields.append(f"workers={self.workers}")
         if self.max_body_bytes != DEFAULT_MAX_BODY_BYTES:
             fields.append(f"max_body_bytes={self.max_body_bytes}")
         return f"ServerConfig({', '.join(fields)})"
@@ -133,6 +141,7 @@ class ServerOptions(TypedDict, total=False):
     max_body_bytes: int
     max_batch: int | None
     decode_capacity: float | None
+    workers: int
 
 
 def chosen_config(

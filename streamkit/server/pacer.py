@@ -11,6 +11,10 @@ number of streams.
 
 Times are ``loop.time()`` seconds (the event loop's monotonic clock, the one ``call_at`` uses).
 
+A pacer given a :class:`~.lateness.LatenessWindow` records how late each waiter got going (the
+time its task resumed, or found its time already past, minus its due time): when the loop has
+more work than one core does, that is where it shows first.
+
 :class:`DueQueue` is the pure part (which waiters are due, what to arm next) and is tested with
 plain numbers; :class:`Pacer` is the thin asyncio layer over it.
 """
@@ -22,6 +26,8 @@ import heapq
 import itertools
 from collections.abc import Callable
 from typing import Generic, TypeVar
+
+from .lateness import LatenessWindow
 
 __all__ = ["DEFAULT_SLACK", "DueQueue", "Pacer"]
 
@@ -91,15 +97,21 @@ class Pacer:
         slack: a waiter due within ``slack`` seconds of now is released now; see
             :data:`DEFAULT_SLACK`.
         loop: the loop to use; by default the running one.
+        lateness: where to record each release's lateness, if anywhere (settable later, as
+            :attr:`lateness`).
     """
 
-    __slots__ = ("_armed_at", "_handle", "_loop", "_queue", "slack", "wakeups")
+    __slots__ = ("_armed_at", "_handle", "_loop", "_queue", "lateness", "slack", "wakeups")
 
     def __init__(
-        self, slack: float = DEFAULT_SLACK, loop: asyncio.AbstractEventLoop | None = None
+        self,
+        slack: float = DEFAULT_SLACK,
+        loop: asyncio.AbstractEventLoop | None = None,
+        lateness: LatenessWindow | None = None,
     ) -> None:
         self._loop = loop if loop is not None else asyncio.get_running_loop()
         self.slack = slack
+        self.lateness = lateness
         self._queue: DueQueue[asyncio.Future[None]] = DueQueue()
         self._handle: asyncio.TimerHandle | None = None
         self._armed_at = 0.0
@@ -133,7 +145,10 @@ class Pacer:
             Whether the call suspended (``False``: it was already due).
         """
         loop = self._loop
-        if t <= loop.time() + self.slack:
+        now = loop.time()
+        if t <= now + self.slack:
+            if self.lateness is not None:
+                self.lateness.record(now, now - t)
             return False
         fut: asyncio.Future[None] = loop.create_future()
         self._queue.push(t, fut)
@@ -152,6 +167,9 @@ class Pacer:
                 elif nxt > t:
                     self._arm(nxt)
             raise
+        if self.lateness is not None:
+            now = loop.time()
+            self.lateness.record(now, now - t)
         return True
 
     def _arm(self, t: float) -> None:

@@ -55,8 +55,9 @@ class ServerProcess(Stoppable):
         """The server's last lines on stderr (warnings, errors)."""
         return "\n".join(self._log)
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop the server (SIGTERM, then SIGKILL after ``timeout`` seconds)."""
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the server (SIGTERM, then SIGKILL after ``timeout`` seconds; with workers, the
+        first process stops them all, waiting up to 5 s for each before killing it)."""
         if self.process.poll() is None:
             self.process.terminate()
             try:
@@ -69,7 +70,11 @@ class ServerProcess(Stoppable):
 
 
 def serve_in_subprocess(
-    port: int = 0, *, api_key: str | None = None, extra_args: tuple[str, ...] = ()
+    port: int = 0,
+    *,
+    api_key: str | None = None,
+    extra_args: tuple[str, ...] = (),
+    workers: int = 1,
 ) -> ServerProcess:
     """Start the bundled simulator in a child process on loopback; return once it accepts.
 
@@ -81,11 +86,15 @@ def serve_in_subprocess(
             child, so the server requires no key, as asked.
         extra_args: further ``streamkit serve`` options (e.g. ``("--max-concurrent-streams",
             "100")``).
+        workers: server processes sharing the port (``streamkit serve --workers``); it returns
+            once every one of them accepts connections.
 
     Raises:
         UsageError: the server could not start (its message is included).
     """
     args = [sys.executable, "-m", "streamkit", "serve", "--port", str(port), *extra_args]
+    if workers != 1:
+        args += ["--workers", str(workers)]
     env = dict(os.environ)
     env.pop(_ENV_API_KEY, None)
     if api_key:

@@ -1,13 +1,20 @@
-"""Running the simulator: in a background thread (notebooks, tests) or in the foreground (CLI).
+"""Running the simulator: in a background thread (notebooks, tests) or in the foreground (CLI),
+in one process or several (:mod:`.workers`).
 
 The socket is bound here, before uvicorn starts, so port 0 yields a free ephemeral port that is
 known as soon as :func:`serve_in_thread` returns, with no race between picking a port and
 binding it. uvicorn then runs on its own event loop in a daemon thread; the caller's loop (a
 notebook kernel's, a test's) is never touched.
+
+Every way of running watches the loop it serves on (:class:`_Server`): the pacer records how late
+each token leaves, uvicorn's 100 ms tick how late the loop itself answers and how busy its thread
+is (:mod:`.lateness`); ``GET /metrics`` shows both, and in the foreground a saturated server
+says so on stderr.
 """
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import gc
 import ipaddress
@@ -15,6 +22,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any, Unpack
 
 import uvicorn
@@ -24,37 +32,23 @@ from ..errors import UsageError
 from ._stoppable import Stoppable
 from .app import App
 from .config import ServerConfig, ServerOptions, checked_config, positional
+from .lateness import SaturationLog
+from .listen import BACKLOG as _BACKLOG
+from .listen import bind as _bind
+from .stats import SNAPSHOT_KEYS
+from .workers import serve_workers
 
-__all__ = ["RunningServer", "default_server", "run_server", "serve_in_thread"]
+__all__ = ["RunningServer", "default_server", "run_server", "serve_in_thread", "serve_socket"]
 
 _START_TIMEOUT = 10.0
 _STOP_TIMEOUT = 5.0
-_BACKLOG = 2048  # uvicorn's default
 # WebSocket keepalive: uvicorn pings every 20 s and closes a connection whose pong is 20 s late.
 _WS_PING_INTERVAL = 20.0
 _WS_PING_TIMEOUT = 20.0
 
 
-def _bind(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    # IPPROTO_TCP, not the default 0: accepted sockets inherit the protocol number, and asyncio
-    # sets TCP_NODELAY only on sockets whose proto says TCP. Without it, a keep-alive client's
-    # delayed ACK holds back the first chunk after the headers by ~40 ms (Nagle's algorithm).
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    try:
-        # Lets a restarted server take its port back while old connections sit in TIME_WAIT.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        # Listen now, not when uvicorn starts: a client that connects as soon as the address is
-        # announced waits in the backlog instead of being refused.
-        sock.listen(_BACKLOG)
-    except OSError as exc:
-        sock.close()
-        raise UsageError(
-            f"cannot bind the simulator to {host}:{port}: {exc.strerror or exc} "
-            "(pick another port, or port 0 for any free one)"
-        ) from exc
-    return sock
+_TICK = 0.1  # uvicorn's main loop calls on_tick every 100 ms
+_PUBLISH_EVERY = 5  # ticks between two looks at the figures (publish, maybe log)
 
 
 def _config(app: App, *, configure_logging: bool) -> uvicorn.Config:
@@ -88,15 +82,61 @@ def _make_app(config: ServerConfig) -> App:
 
 
 class _Server(uvicorn.Server):
-    """uvicorn's server, ending the app's replies in flight as shutdown begins.
+    """uvicorn's server, watching its loop and ending the app's replies in flight as shutdown
+    begins.
 
-    Without this, uvicorn waits ``timeout_graceful_shutdown`` for open streams, then cancels
-    them and logs each as an "Exception in ASGI application".
+    Without the latter, uvicorn waits ``timeout_graceful_shutdown`` for open streams, then
+    cancels them and logs each as an "Exception in ASGI application".
+
+    Args:
+        config: uvicorn's settings.
+        app: the app it serves.
+        log: if given, where a saturated server's line goes (stderr), at most every 5 s.
+        on_started: called on the loop once the server accepts connections.
     """
 
-    def __init__(self, config: uvicorn.Config, app: App) -> None:
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        app: App,
+        *,
+        log: SaturationLog | None = None,
+        on_started: Callable[[], None] | None = None,
+    ) -> None:
         super().__init__(config)
         self._app = app
+        self._log = log
+        self._on_started = on_started
+        self._last_tick: float | None = None
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        # The pacer records into this server's counters: how late each token goes out.
+        self._app.pacer().lateness = self._app.stats.lateness
+        await super().startup(sockets=sockets)
+        if self._on_started is not None and self.started:
+            self._on_started()
+
+    async def on_tick(self, counter: int) -> bool:
+        # uvicorn calls this every 100 ms: the delay past that is the loop's own lateness, which
+        # a new connection or request waits too. No timer of our own: this one exists anyway.
+        now = asyncio.get_running_loop().time()
+        stats = self._app.stats
+        if self._last_tick is not None:
+            stats.load.tick(now, time.thread_time(), now - self._last_tick - _TICK)
+        self._last_tick = now
+        if counter % _PUBLISH_EVERY == 0:
+            self._look(now)
+        return await super().on_tick(counter)
+
+    def _look(self, now: float) -> None:
+        stats = self._app.stats
+        if stats.board is not None:
+            values = stats.snapshot()
+            stats.board.publish([values[k] for k in SNAPSHOT_KEYS])
+        if self._log is not None:
+            line = self._log.line(stats.saturation(now), now)
+            if line is not None:
+                print(line, file=sys.stderr, flush=True)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         self._app.close_streams()
@@ -212,13 +252,19 @@ def serve_in_thread(
 
     Raises:
         UsageError: the address cannot be bound, a limit is not an integer >= 1, ``models``
-            is empty, or ``decode_capacity`` is not a number > 0.
+            is empty, ``decode_capacity`` is not a number > 0, or ``workers`` is not 1.
         RuntimeError: the server did not start within 10 seconds.
         TypeError: both ``config`` and keyword options given.
     """
     config = checked_config(
         positional("serve_in_thread", ("host", "port", "api_key"), config, legacy, options), options
     )
+    if config.workers != 1:
+        raise UsageError(
+            f"serve_in_thread serves from one event loop in this process (workers={config.workers}"
+            " asked): for several worker processes use run_server, `streamkit serve --workers N`"
+            " or serve_in_subprocess(workers=N)"
+        )
     app = _make_app(config)
     host, port = config.host, config.port
     sock = _bind(host, port)
@@ -287,6 +333,9 @@ def run_server(
 ) -> None:
     """Serve in the foreground until interrupted (``streamkit serve``).
 
+    With ``workers`` above 1, in that many child processes sharing the port (:mod:`.workers`);
+    this process then only watches them.
+
     Args:
         config: every setting at once (:class:`~.config.ServerConfig`), instead of ``options``
             (not both).
@@ -301,6 +350,7 @@ def run_server(
         UsageError: a non-loopback host without an API key, a limit that is not an integer
             >= 1, a ``decode_capacity`` that is not a number > 0, or an address that cannot
             be bound.
+        WorkerExited: one of several workers ended while serving (the others were stopped).
         KeyboardInterrupt: on Ctrl-C, after a clean shutdown (uvicorn re-raises the signal).
         TypeError: both ``config`` and keyword options given.
     """
@@ -314,8 +364,16 @@ def run_server(
             "--api-key KEY, which other users can see in ps), or bind to 127.0.0.1."
         )
     app = _make_app(config)
+    if config.workers > 1:
+        serve_workers(config, lambda port, pids: _announce(config, app, port, pids))
+        return
     sock = _bind(host, config.port)
-    bound = sock.getsockname()[1]
+    _announce(config, app, sock.getsockname()[1], ())
+    serve_socket(app, sock, SaturationLog("streamkit serve"))
+
+
+def _announce(config: ServerConfig, app: App, port: int, pids: tuple[int, ...]) -> None:
+    host, api_key = config.host, config.api_key
     shown = f"[{host}]" if ":" in host else host
     if not api_key:
         auth = ""
@@ -333,19 +391,41 @@ def run_server(
         )
         if value is not None
     )
+    if pids:
+        # Limits and the capacity model hold per worker: say so where they are listed.
+        each = " each" if limits else ""
+        limits += f"; {len(pids)} workers{each} (pids {', '.join(map(str, pids))})"
     print(
-        f"streamkit simulator: http://{shown}:{bound}/v1{auth}; models: {', '.join(app.models)}"
-        f"{limits}; WebSocket: ws://{shown}:{bound}/v1/ws; Ctrl-C to stop",
+        f"streamkit simulator: http://{shown}:{port}/v1{auth}; models: {', '.join(app.models)}"
+        f"{limits}; WebSocket: ws://{shown}:{port}/v1/ws; Ctrl-C to stop",
         file=sys.stderr,
         flush=True,
     )
+
+
+def serve_socket(
+    app: App,
+    sock: socket.socket,
+    log: SaturationLog | None,
+    on_started: Callable[[], None] | None = None,
+) -> None:
+    """Serve ``app`` on the listening ``sock`` in this thread until a signal stops it, then
+    close the socket (the foreground server, and each worker of several).
+
+    Args:
+        app: the app.
+        sock: a bound, listening socket.
+        log: where a saturated server says so (stderr), if anywhere.
+        on_started: called once the server accepts connections.
+    """
     # While serving, keep everything imported so far (the package, the openai SDK's models:
     # ~100k objects) out of the collector's reach: a full collection otherwise scans them all,
     # a 50 ms pause that every open stream feels as a late token.
     gc.collect()
     gc.freeze()
     try:
-        _Server(_config(app, configure_logging=True), app).run(sockets=[sock])
+        server = _Server(_config(app, configure_logging=True), app, log=log, on_started=on_started)
+        server.run(sockets=[sock])
     finally:
         gc.unfreeze()
         sock.close()
