@@ -7,7 +7,8 @@ from __future__ import annotations
 import asyncio
 import enum
 import hashlib
-import uuid
+import os
+import random
 from collections.abc import Awaitable, Callable, Coroutine, MutableMapping
 from typing import Any, NoReturn, TypeVar
 
@@ -39,9 +40,15 @@ T = TypeVar("T")
 _DROP_GRACE = 2.0
 
 
+# Ids come from a generator of this module's own (seeded from os.urandom, reseeded in a forked
+# child): no system call per id, and a program's random.seed() cannot make two ids repeat.
+_ids = random.Random()
+os.register_at_fork(after_in_child=_ids.seed)
+
+
 def new_id(prefix: str) -> str:
-    """A fresh id: ``prefix`` and 24 random hex digits."""
-    return prefix + uuid.uuid4().hex[:24]
+    """A fresh id: ``prefix`` and 24 random hex digits (96 bits, as ``uuid4().hex[:24]``)."""
+    return f"{prefix}{_ids.getrandbits(96):024x}"
 
 
 def header(scope: Scope, name: bytes) -> bytes | None:

@@ -205,6 +205,7 @@ _HANDLED_PARAMS = frozenset(
         "streamkit",
     }
 )
+_KNOWN_PARAMS = _HANDLED_PARAMS | frozenset(_IGNORED_PARAMS)
 _STREAM_OPTIONS = frozenset({"include_usage", "include_obfuscation"})
 _ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 # OpenAI's accounting: every message costs a few tokens of framing, and the reply is primed
@@ -330,7 +331,7 @@ def _parse_sim_options(raw: object) -> dict[str, object]:
         _bad(
             "streamkit", "Invalid type for 'streamkit': expected an object of simulation settings."
         )
-    unknown = sorted(set(raw) - set(SIM_OPTIONS))
+    unknown = sorted(raw.keys() - SIM_OPTIONS.keys())
     if unknown:
         _bad(
             f"streamkit.{unknown[0]}",
@@ -365,13 +366,22 @@ def _optional(
     return value
 
 
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
 def loads_json(raw: str | bytes) -> object:
     """Decode JSON as strictly as OpenAI does: ``NaN`` and ``Infinity`` are errors.
 
     Raises:
         ValueError: not valid JSON (``UnicodeDecodeError`` is one).
     """
-    return json.loads(raw, parse_constant=_reject_constant)
+    # json.loads(raw, parse_constant=...) builds a decoder per call; this is what it then does.
+    if isinstance(raw, str):
+        if raw.startswith("\ufeff"):
+            raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", raw, 0)
+    else:
+        raw = raw.decode(json.detect_encoding(raw), "surrogatepass")
+    return _DECODER.decode(raw)
 
 
 def parse_chat_request(body: bytes, models: Mapping[str, SimModel]) -> ChatRequest:
@@ -412,7 +422,7 @@ def parse_chat_object(data: object, models: Mapping[str, SimModel]) -> ChatReque
     if not isinstance(data, dict):
         raise RequestError(400, "The request body must be a JSON object.")
 
-    unknown = sorted(set(data) - _HANDLED_PARAMS - set(_IGNORED_PARAMS))
+    unknown = sorted(data.keys() - _KNOWN_PARAMS)
     if unknown:
         _bad(
             unknown[0],
@@ -485,8 +495,9 @@ def parse_chat_object(data: object, models: Mapping[str, SimModel]) -> ChatReque
             f"Invalid value for 'response_format.type': {response_format.get('type')!r}. "
             "The simulator writes plain text only: use 'text' or omit 'response_format'.",
         )
-    for key, (check, allowed) in _IGNORED_PARAMS.items():
-        _optional(data, key, check, allowed)
+    if not _IGNORED_PARAMS.keys().isdisjoint(data):  # most requests send none of them
+        for key, (check, allowed) in _IGNORED_PARAMS.items():
+            _optional(data, key, check, allowed)
     ignore_eos = bool(_optional(data, "ignore_eos", _is_bool, "a boolean"))
     if ignore_eos and max_tokens is None:
         # vLLM then runs to the context length; the simulator has none to run to.
