@@ -294,13 +294,15 @@ async def test_a_thousand_concurrent_streams_complete_with_correct_metrics(
     child_server: ServerProcess,
 ) -> None:
     paced = {"streamkit": {"ttft": 0.3, "tokens_per_second": 20, "jitter": 0}}
-    spec = LoadSpec(num_requests=1000, concurrency=1000, max_tokens=8, extra_body=paced)
+    # ramp_up=0: all 1,000 open in one burst (the default ramp would start them over ~0.94 s).
+    spec = LoadSpec(num_requests=1000, concurrency=1000, max_tokens=8, extra_body=paced, ramp_up=0)
     async with sk.Client(child_server.base_url, model="sim-small", transport="ws") as client:
         result = await run_load(client, spec, progress=False)
     df = result.requests_df()
     assert (df["status"] == "completed").all() and len(df) == 1000
     assert (df["output_tokens"] == 8).all() and (df["chunks"] == 8).all()
     assert _max_overlap(df) > 900  # they really were open together
+    assert result.max_in_flight == _max_overlap(df)
     s = result.summary
     # The server schedules the first token 0.3 s after a request arrives and one every 50 ms
     # after it: no request can beat that schedule, so the metrics are bounded below by it

@@ -6,7 +6,7 @@ import argparse
 import math
 from collections.abc import Callable
 
-__all__ = ["non_negative_int", "positive_float", "positive_int", "unit_float"]
+__all__ = ["non_negative_int", "positive_float", "positive_int", "ramp_up", "unit_float"]
 
 
 def _number(
@@ -41,3 +41,10 @@ def positive_float(text: str) -> float:
 def unit_float(text: str) -> float:
     """A number in [0, 2] for temperature-like settings (OpenAI's range)."""
     return _number(text, float, lambda v: 0 <= v <= 2, "between 0 and 2")
+
+
+def ramp_up(text: str) -> float | str:
+    """``auto``, or seconds >= 0 (``--ramp-up``)."""
+    if text == "auto":
+        return text
+    return _number(text, float, lambda v: v >= 0, "seconds >= 0, or auto")

@@ -67,9 +67,6 @@ REJECTED: dict[str, str] = {
     "use_beam_search": "beam search is not a streaming chat option",
     "lora_modules": "requests go to one model per endpoint",
     "lora_assignment": "requests go to one model per endpoint",
-    "ramp_up_strategy": "the request rate is constant (use --request-rate and --burstiness)",
-    "ramp_up_start_rps": "the request rate is constant (use --request-rate and --burstiness)",
-    "ramp_up_end_rps": "the request rate is constant (use --request-rate and --burstiness)",
     "insecure": "TLS certificates are always verified",
     "plot_timeline": "plot the per-request table (--output) or use the Dashboard",
     "timeline_itl_thresholds": "plot the per-request table (--output) or use the Dashboard",
@@ -139,6 +136,14 @@ def add_vllm_arguments(bench: argparse.ArgumentParser) -> None:
     vllm.add_argument(
         "--metric-percentiles", metavar="LIST", help="percentiles shown, e.g. 50,90,99"
     )
+    vllm.add_argument(
+        "--ramp-up-strategy",
+        choices=("linear", "exponential"),
+        help="an open loop whose rate climbs from --ramp-up-start-rps to --ramp-up-end-rps "
+        "over the run's requests",
+    )
+    vllm.add_argument("--ramp-up-start-rps", type=float, metavar="R", help="the ramp's first rate")
+    vllm.add_argument("--ramp-up-end-rps", type=float, metavar="R", help="the ramp's last rate")
     vllm.add_argument(
         "--save-result", action="store_true", help="save the result JSON (vLLM's keys too)"
     )

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 from ..endpoint import resolve_endpoint
 from ..errors import StreamkitError, UsageError
+from ._args import ramp_up
 from ._bench_vllm import (
     add_vllm_arguments,
     api_root,
@@ -132,6 +133,15 @@ def add_parser(sub: Any) -> None:
         default=0,
         metavar="N",
         help="unrecorded requests first (default 0)",
+    )
+    bench.add_argument(
+        "--ramp-up",
+        type=ramp_up,
+        default="auto",
+        metavar="S",
+        help="seconds over which the streams start, evenly (a closed loop's users, or an "
+        "open loop sent all at once); 0: all at once; default auto: 1 ms per stream past "
+        "the first 64, so a burst of opens does not queue into TTFT",
     )
     bench.add_argument("--seed", type=int, default=0, help="arrivals, prompts, request seeds")
     bench.add_argument(
@@ -418,7 +428,7 @@ def _save_result(
 def run(args: argparse.Namespace) -> int:
     """Run the experiment and print its report; 1 when any request failed."""
     from .._vllm import parse_metric_percentiles, parse_percentile_metrics
-    from ..load import LoadSpec, load_prompts
+    from ..load import LoadSpec, Ramp, load_prompts
 
     check_vllm_flags(args)
     if args.max_retries < 0:
@@ -448,6 +458,15 @@ def run(args: argparse.Namespace) -> int:
     output_lens = None
     if dataset is not None:
         prompts, output_lens = dataset
+    ramp = None
+    if args.ramp_up_strategy is not None:
+        if args.ramp_up_start_rps is None or args.ramp_up_end_rps is None:
+            raise UsageError("--ramp-up-strategy needs --ramp-up-start-rps and --ramp-up-end-rps")
+        ramp = Ramp(args.ramp_up_strategy, args.ramp_up_start_rps, args.ramp_up_end_rps)
+        if request_rate is None:
+            request_rate = math.inf
+    elif args.ramp_up_start_rps is not None or args.ramp_up_end_rps is not None:
+        raise UsageError("--ramp-up-start-rps/--ramp-up-end-rps need --ramp-up-strategy")
     spec = LoadSpec(
         num_requests=args.num_requests,
         concurrency=concurrency,
@@ -462,6 +481,8 @@ def run(args: argparse.Namespace) -> int:
         extra_body=extra_body,
         slo=goodput_slo(args.goodput),
         keep_text=args.save_detailed,
+        ramp_up=args.ramp_up,
+        ramp=ramp,
     )
     if args.output and not args.output.endswith((".csv", ".jsonl", ".parquet")):
         raise UsageError(f"--output {args.output}: write results as .csv, .jsonl or .parquet")

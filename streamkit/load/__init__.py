@@ -26,7 +26,7 @@ from .progress import Progress
 from .result import LAGGING, SATURATED, LoadResult, warnings_of
 from .runner import run_load, run_load_sync
 from .spec import LoadSpec
-from .workload import arrival_times, load_prompts, synthetic_prompts
+from .workload import Ramp, arrival_times, load_prompts, synthetic_prompts
 
 # The name the tests and older code know the run's warnings by.
 _warnings = warnings_of
@@ -38,6 +38,7 @@ __all__ = [
     "LoadResult",
     "LoadSpec",
     "Progress",
+    "Ramp",
     "arrival_times",
     "load_prompts",
     "run_load",

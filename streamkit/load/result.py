@@ -85,6 +85,24 @@ class LoadResult:
         return (len(sends) - 1) / (sends[-1] - sends[0])
 
     @property
+    def max_in_flight(self) -> int:
+        """The most requests in flight at once (sent, not yet ended): the concurrency the run
+        actually reached, which a ramp-up or a slow client can keep below the spec's."""
+        edges: list[tuple[float, int]] = []
+        for r in self.collector.requests:
+            if r.sent_at is None:
+                continue
+            edges.append((r.send_time, 1))
+            end = r.ended_at
+            edges.append((end if end is not None else math.inf, -1))
+        edges.sort()  # at a tie an end (-1) sorts first: back-to-back requests do not overlap
+        peak = now = 0
+        for _, step in edges:
+            now += step
+            peak = max(peak, now)
+        return peak
+
+    @property
     def first_error(self) -> str | None:
         """The first failed request's error as one line (``"ConnectError: cannot connect…"``),
         or None when none failed."""
@@ -114,6 +132,8 @@ class LoadResult:
             "target": self.target,
             "transport": self.transport,
             "mode": self.spec.mode,
+            "ramp_up_s": self.spec.ramp_seconds,
+            "max_in_flight": self.max_in_flight,
             "requests": s.requests,
             "completed": s.completed,
             "failed": s.failed,
@@ -370,7 +390,9 @@ def warnings_of(result: LoadResult) -> list[str]:
             f"the client's event loop ran up to {lag * 1000:.0f} ms late (p99) at "
             f"{result.client_cpu / result.processes:.0%} of a core: bursts of client work "
             "(many requests opened at once) delayed events, so short latencies (ITL, TTFT) "
-            "include the client's wait. Use warmup=, a request_rate, or fewer streams per process"
+            "include the client's wait. Start the streams over a longer ramp (--ramp-up S, "
+            "LoadSpec(ramp_up=S)), use a request_rate, or spread the streams over processes "
+            "(--workers N)"
         )
     if s.failed:
         kinds = ", ".join(f"{k} ×{v}" for k, v in sorted(s.errors.items()))

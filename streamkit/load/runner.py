@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -88,6 +89,7 @@ async def _closed_loop(
     collector: MetricsCollector | None,
     bar: Any,
     offset: int = 0,
+    ramp: bool = True,
 ) -> None:
     next_index = 0
 
@@ -100,8 +102,15 @@ async def _closed_loop(
             if bar is not None:
                 bar.update(1)
 
+    async def staggered(k: int) -> None:
+        # The ramp-up: user k starts k/C of the way through it (LoadSpec.ramp_up).
+        delay = spec.start_offset(k) if ramp else 0.0
+        if delay > 0:
+            await asyncio.sleep(delay)
+        await user()
+
     users = min(spec.concurrency or n, n)
-    await asyncio.gather(*(user() for _ in range(users)))
+    await asyncio.gather(*(staggered(k) for k in range(users)))
 
 
 async def _open_loop(
@@ -188,17 +197,23 @@ async def run_load(
         raise UsageError("dashboard= must follow the run's collector: Dashboard(collector)")
 
     if spec.warmup:
-        await _closed_loop(target, spec, spec.warmup, None, None, offset=spec.num_requests)
+        await _closed_loop(
+            target, spec, spec.warmup, None, None, offset=spec.num_requests, ramp=False
+        )
 
     times = None
     scheduled_rate = None
     if spec.request_rate is not None:
-        times = arrival_times(
-            spec.num_requests,
-            spec.request_rate,
-            burstiness=spec.burstiness,
-            seed=spec.arrival_seed,
-        )
+        if spec.ramp is None and math.isinf(spec.request_rate):
+            times = [spec.start_offset(i) for i in range(spec.num_requests)]
+        else:
+            times = arrival_times(
+                spec.num_requests,
+                spec.request_rate,
+                burstiness=spec.burstiness,
+                seed=spec.arrival_seed,
+                ramp=spec.ramp,
+            )
         if len(times) > 1 and times[-1] > 0:
             scheduled_rate = (len(times) - 1) / times[-1]
 

@@ -10,9 +10,14 @@ from typing import Any
 from ..errors import UsageError
 from ..metrics import SLO
 from ..source import Prompt
-from .workload import prompt_of, synthetic_prompts
+from .workload import Ramp, prompt_of, synthetic_prompts
 
-__all__ = ["LoadSpec"]
+__all__ = ["AUTO_RAMP_FREE", "AUTO_RAMP_PER_STREAM", "LoadSpec"]
+
+AUTO_RAMP_FREE = 64
+"""Streams that start at once under ``ramp_up="auto"``."""
+AUTO_RAMP_PER_STREAM = 0.001
+"""Seconds of ramp per stream past :data:`AUTO_RAMP_FREE` under ``ramp_up="auto"``."""
 
 
 def _positive_int(name: str, value: object, minimum: int = 1) -> None:
@@ -51,6 +56,16 @@ class LoadSpec:
         keep_text: keep each reply's text as the request's ``text`` tag (a column of
             ``requests_df()``; vLLM's ``generated_texts``). Off by default: it holds every
             reply in memory.
+        ramp_up: seconds over which a closed loop's users start, evenly (user ``k`` of ``C``
+            sends its first request ``k * ramp_up / C`` in); with ``request_rate=math.inf`` the
+            requests are sent evenly over it instead of all at once. ``"auto"`` (the default)
+            is 1 ms per stream past the first 64, so small runs start at once and a thousand
+            streams start over ~0.94 s: opening streams costs both sides CPU (~0.1–0.5 ms each
+            on a small machine), and a thousand opened in one burst would make every early
+            TTFT include the queue of the opens before it. 0 starts everything at once.
+            Closed-loop users that started late stay staggered, so the run stays spread.
+        ramp: an open loop whose rate climbs, vLLM's ``--ramp-up-strategy`` (a :class:`Ramp`;
+            ``request_rate`` is then ignored for the arrival times).
 
     Raises:
         UsageError: a value out of range, naming it.
@@ -70,6 +85,8 @@ class LoadSpec:
     start: int = 0
     output_lens: tuple[int, ...] | None = None
     keep_text: bool = False
+    ramp_up: float | str = "auto"
+    ramp: Ramp | None = None
 
     def __post_init__(self) -> None:
         _positive_int("num_requests", self.num_requests)
@@ -111,20 +128,74 @@ class LoadSpec:
                 _positive_int(f"output_lens[{number}]", n)
         if not isinstance(self.keep_text, bool):
             raise UsageError(f"keep_text={self.keep_text!r} is invalid: must be True or False")
+        ramp_up = self.ramp_up
+        if ramp_up != "auto" and (
+            isinstance(ramp_up, bool)
+            or not isinstance(ramp_up, int | float)
+            or not 0 <= ramp_up < math.inf
+        ):
+            raise UsageError(
+                f"ramp_up={ramp_up!r} is invalid: seconds >= 0 over which the streams start, "
+                "or 'auto'"
+            )
+        if self.ramp is not None:
+            if not isinstance(self.ramp, Ramp):
+                raise UsageError(f"ramp={self.ramp!r} is invalid: pass streamkit.load.Ramp(...)")
+            if self.request_rate is None:
+                raise UsageError(
+                    "ramp= climbs an open loop's request rate: give a request_rate too "
+                    "(math.inf), or use ramp_up= to start a closed loop's users gradually"
+                )
         if self.slo is not None and not isinstance(self.slo, SLO):
             raise UsageError(f"slo={self.slo!r} is invalid: pass streamkit.SLO(ttft=…, tpot=…)")
 
     @property
+    def ramp_seconds(self) -> float:
+        """The ramp-up actually used, in seconds (``"auto"`` resolved; 0 for an open loop at a
+        finite rate, whose arrivals are already spread)."""
+        if self.request_rate is not None and (
+            self.ramp is not None or not math.isinf(self.request_rate)
+        ):
+            return 0.0
+        if self.ramp_up != "auto":
+            return float(self.ramp_up)
+        streams = self.num_requests
+        if self.concurrency is not None:
+            streams = min(streams, self.concurrency)
+        return max(0, streams - AUTO_RAMP_FREE) * AUTO_RAMP_PER_STREAM
+
+    @property
     def mode(self) -> str:
         """``closed loop, concurrency C``, ``open loop, R req/s (Poisson)…`` or ``open loop,
-        all N at once…`` (an infinite rate), for reports."""
+        all N at once…`` (an infinite rate), and how the streams started, for reports."""
+        ramp = self.ramp_seconds
+        started = f", started over {ramp:.2f} s" if ramp else ""
         if self.request_rate is None:
-            return f"closed loop, concurrency {self.concurrency}"
+            return f"closed loop, concurrency {self.concurrency}{started}"
         cap = f", at most {self.concurrency} in flight" if self.concurrency else ""
+        if self.ramp is not None:
+            r = self.ramp
+            return (
+                f"open loop, {r.strategy} ramp {r.start_rps:g} → {r.end_rps:g} req/s "
+                f"(burstiness {self.burstiness:g}){cap}"
+            )
         if math.isinf(self.request_rate):
+            if ramp:
+                return f"open loop, all {self.num_requests} sent over {ramp:.2f} s{cap}"
             return f"open loop, all {self.num_requests} at once{cap}"
         shape = "Poisson" if self.burstiness == 1 else f"gamma shape {self.burstiness:g}"
         return f"open loop, {self.request_rate:g} req/s ({shape}){cap}"
+
+    def start_offset(self, k: int) -> float:
+        """Seconds after the run's start at which stream ``k`` (a closed loop's user, or an
+        open loop's request at an infinite rate) starts, under the ramp-up."""
+        ramp = self.ramp_seconds
+        if not ramp:
+            return 0.0
+        streams = self.num_requests
+        if self.concurrency is not None:
+            streams = min(streams, self.concurrency)
+        return min(k, streams) * ramp / streams
 
     def prompt(self, i: int) -> Prompt:
         """The ``i``-th request's prompt (``start + i`` of the experiment's, cycled)."""

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import random
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeGuard
 
 from ..errors import UsageError
 from ..source import Prompt
 
-__all__ = ["arrival_times", "load_prompts", "prompt_of", "synthetic_prompts"]
+__all__ = ["Ramp", "arrival_times", "load_prompts", "prompt_of", "synthetic_prompts"]
 
 
 _TOPICS = (
@@ -38,8 +40,12 @@ _ASKS = (
 )
 
 
+@functools.lru_cache(maxsize=16)
 def synthetic_prompts(n: int, seed: int = 0) -> tuple[str, ...]:
-    """``n`` varied, deterministic prompts (different lengths and topics) for load tests."""
+    """``n`` varied, deterministic prompts (different lengths and topics) for load tests.
+
+    Cached: a load asks for them once per request, inside its timed loop.
+    """
     rng = random.Random(seed)
     return tuple(rng.choice(_ASKS).format(t=rng.choice(_TOPICS)) for _ in range(n))
 
@@ -116,21 +122,67 @@ def prompt_of(item: object, where: str) -> Prompt:
 
 
 def arrival_times(
-    n: int, rate: float, *, burstiness: float = 1.0, seed: int | str = 0
+    n: int,
+    rate: float,
+    *,
+    burstiness: float = 1.0,
+    seed: int | str = 0,
+    ramp: Ramp | None = None,
 ) -> list[float]:
     """Seconds from the start at which each of ``n`` open-loop requests arrives.
 
     Gaps are gamma-distributed with shape ``burstiness`` and mean ``1/rate`` (vLLM's
     ``--request-rate`` and ``--burstiness``); the first request arrives at 0. An infinite rate
-    sends all at once.
+    sends all at once. With a ``ramp`` the rate of request ``i`` is the ramp's (``rate`` is then
+    unused), as vLLM's ``--ramp-up-strategy``.
     """
-    if math.isinf(rate):
+    if ramp is None and math.isinf(rate):
         return [0.0] * n
     rng = random.Random(seed)
-    scale = 1.0 / (rate * burstiness)
     out = [0.0]
     t = 0.0
-    for _ in range(n - 1):
-        t += rng.gammavariate(burstiness, scale)
+    for i in range(1, n):
+        r = rate if ramp is None else ramp.rate(i, n)
+        t += rng.gammavariate(burstiness, 1.0 / (r * burstiness))
         out.append(t)
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class Ramp:
+    """A request rate that climbs from ``start_rps`` to ``end_rps`` over a run's requests, as
+    ``vllm bench serve --ramp-up-strategy {linear,exponential} --ramp-up-start-rps
+    --ramp-up-end-rps``: request ``i`` of ``n`` arrives at the rate ``progress = i / (n - 1)``
+    of the way along (linearly, or geometrically for ``"exponential"``).
+
+    Raises:
+        UsageError: an unknown strategy or a rate that is not > 0 (exponential) or >= 0.
+    """
+
+    strategy: str
+    start_rps: float
+    end_rps: float
+
+    def __post_init__(self) -> None:
+        if self.strategy not in ("linear", "exponential"):
+            raise UsageError(
+                f"ramp strategy {self.strategy!r} is invalid: 'linear' or 'exponential'"
+            )
+        low = 0.0 if self.strategy == "linear" else 1e-9
+        for name, value in (("start_rps", self.start_rps), ("end_rps", self.end_rps)):
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise UsageError(f"ramp {name}={value!r} is invalid: must be requests/s")
+            if not low <= value < math.inf or (name == "end_rps" and value <= 0):
+                raise UsageError(
+                    f"ramp {name}={value!r} is invalid: must be requests/s > 0"
+                    + (" (0 allowed at the start of a linear ramp)" if low == 0 else "")
+                )
+
+    def rate(self, i: int, n: int) -> float:
+        """The arrival rate (requests/s) of request ``i`` of ``n``."""
+        progress = i / max(n - 1, 1)
+        if self.strategy == "linear":
+            rate = self.start_rps + (self.end_rps - self.start_rps) * progress
+        else:
+            rate = self.start_rps * (self.end_rps / self.start_rps) ** progress
+        return max(rate, 1e-9)
