@@ -266,6 +266,7 @@ class LoadResult:
             ("target", self.target),
             ("transport", self.transport or "-"),
             ("arrivals", self.spec.mode),
+            ("in flight", f"at most {self.max_in_flight} at once"),
             ("requests", f"{s.completed} completed, {s.failed} failed, {s.stopped} stopped"),
             ("duration", f"{s.duration:.2f} s"),
             ("request throughput", num(s.request_throughput, "req/s")),
