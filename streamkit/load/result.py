@@ -147,6 +147,7 @@ class LoadResult:
             "send_rate": self.send_rate,
             "scheduled_rate": self.scheduled_rate,
             "client_cpu": self.client_cpu,
+            "client_cpu_seconds": self.client_cpu_seconds,
             "processes": self.processes,
             "loop_lag": dict(self.loop_lag),
             "latency_s": {
