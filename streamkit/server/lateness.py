@@ -49,6 +49,9 @@ WINDOW = 5.0
 LOG_EVERY = 5.0
 """Seconds between two saturation lines on stderr, at most."""
 
+_BUSY = 0.8
+"""A loop busy this much of its busiest second was short of its own core (else of any core)."""
+
 _MIN_RELEASES = 20
 """Releases in the window before token lateness can call the server saturated: one late token
 after an idle minute (a garbage collection) is not saturation."""
@@ -169,16 +172,16 @@ class LoopLoad:
     Fed by a periodic tick on the loop (:meth:`tick`): the tick's own delay past its due time is
     the wait any callback that became ready then had (a new connection, a request's first
     bytes), and the loop thread's CPU time between ticks over the wall time is how busy it was.
-    A delay counts towards saturation in proportion to how busy the loop was meanwhile: a loop
-    that was late while idle was not given a core (a busy machine), which more workers do not
-    cure.
+    A delay counts towards saturation only as far as the loop's own work explains it (at most
+    the CPU time it used since the tick before): a loop that was late while idle was not given
+    a core (a busy machine, a stopped process), which more workers do not cure.
 
     Args:
         window: seconds of history.
 
     Attributes:
         lag: every tick's delay.
-        busy_lag: every tick's delay times the loop's busy fraction since the tick before.
+        busy_lag: every tick's delay, capped at the loop's CPU time since the tick before.
     """
 
     __slots__ = ("_samples", "busy_lag", "lag", "window")
@@ -194,12 +197,9 @@ class LoopLoad:
         """Record one tick at ``now`` (loop time), ``lag`` seconds late, with the loop thread's
         CPU time ``cpu`` (seconds, any origin)."""
         samples = self._samples
-        share = 1.0
-        if samples:
-            t, c = samples[-1]
-            share = min(1.0, max(0.0, (cpu - c) / (now - t))) if now > t else 1.0
+        own = max(0.0, cpu - samples[-1][1]) if samples else lag
         self.lag.record(now, lag)
-        self.busy_lag.record(now, lag * share)
+        self.busy_lag.record(now, min(lag, own))
         samples.append((now, cpu))
         # Keep one sample at or before the window's start, so the fraction covers it all.
         while len(samples) > 2 and samples[1][0] <= now - self.window:
@@ -214,12 +214,28 @@ class LoopLoad:
         (t0, c0), (t1, c1) = samples[0], samples[-1]
         return min(1.0, max(0.0, (c1 - c0) / (t1 - t0))) if t1 > t0 else 0.0
 
+    def peak(self, span: float = 1.0) -> float:
+        """The busiest ``span`` seconds in the window: CPU seconds per wall second of the loop
+        thread (0-1). A burst of work shows here at full height while :meth:`busy`, averaged
+        over the window, dilutes it."""
+        samples = self._samples
+        best = 0.0
+        i = 0
+        for j in range(1, len(samples)):
+            tj, cj = samples[j]
+            while i + 1 < j and tj - samples[i + 1][0] >= span:
+                i += 1
+            ti, ci = samples[i]
+            if tj > ti:
+                best = max(best, (cj - ci) / (tj - ti))
+        return min(1.0, max(0.0, best))
+
     def max_lag(self, now: float) -> float:
         """The largest tick delay in the window (to the histogram's resolution), in seconds."""
         return self.lag.quantile(now, 1.0)
 
     def max_busy_lag(self, now: float) -> float:
-        """The largest tick delay in the window weighted by how busy the loop was meanwhile."""
+        """The largest tick delay in the window that the loop's own work explains."""
         return self.busy_lag.quantile(now, 1.0)
 
 
@@ -233,8 +249,9 @@ class Saturation:
         p99: 99th-percentile token lateness, seconds.
         releases: paced releases in the window.
         lag: the loop's largest tick delay in the window, seconds.
-        busy_lag: the same, each delay weighted by how busy the loop was meanwhile.
+        busy_lag: the same, each delay capped at the loop's CPU time meanwhile.
         busy: the loop thread's busy fraction (0-1).
+        peak: its busy fraction over the busiest second of the window (0-1).
     """
 
     saturated: bool
@@ -244,6 +261,7 @@ class Saturation:
     lag: float
     busy_lag: float
     busy: float
+    peak: float
 
 
 def saturation(tokens: LatenessWindow, load: LoopLoad, now: float) -> Saturation:
@@ -263,6 +281,7 @@ def saturation(tokens: LatenessWindow, load: LoopLoad, now: float) -> Saturation
         lag=load.max_lag(now),
         busy_lag=busy_lag,
         busy=load.busy(),
+        peak=load.peak(),
     )
 
 
@@ -297,7 +316,17 @@ class SaturationLog:
             what.append(f"tokens p99 {_ms(verdict.p99)} late")
         if verdict.busy_lag > LAG_LIMIT:
             what.append(f"new requests wait up to {_ms(verdict.lag)} for the event loop")
+        if verdict.peak >= _BUSY:
+            advice = "add --workers or lower the load"
+        else:
+            # Late while the loop was mostly idle: it waited for a core, which more workers on
+            # the same machine would wait for too.
+            advice = (
+                "the loop mostly waited for a core: the machine is short of CPU (other "
+                "processes, or the load generator on the same cores)"
+            )
         return (
             f"{self.prefix}: saturated — {' and '.join(what)} over the last {window:.0f} s "
-            f"(1 core at {verdict.busy * 100:.0f}%); add --workers or lower the load"
+            f"(1 core at {verdict.peak * 100:.0f}% in the busiest second, "
+            f"{verdict.busy * 100:.0f}% on average); {advice}"
         )

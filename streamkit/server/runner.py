@@ -108,8 +108,10 @@ class _Server(uvicorn.Server):
         self._log = log
         self._on_started = on_started
         self._last_tick: float | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        self.loop = asyncio.get_running_loop()
         # The pacer records into this server's counters: how late each token goes out.
         self._app.pacer().lateness = self._app.stats.lateness
         await super().startup(sockets=sockets)
@@ -156,7 +158,7 @@ class RunningServer(Stoppable):
     def __init__(
         self,
         app: App,
-        server: uvicorn.Server,
+        server: _Server,
         thread: threading.Thread,
         sock: socket.socket,
         api_key: str | None,
@@ -182,6 +184,13 @@ class RunningServer(Stoppable):
     def base_url(self) -> str:
         """The OpenAI-style base URL (``url + "/v1"``), for ``openai.OpenAI(base_url=...)``."""
         return self.url + "/v1"
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop the server runs on, in its own thread: schedule work on it with
+        ``loop.call_soon_threadsafe``, never run it."""
+        assert self._server.loop is not None  # set before serve_in_thread returns
+        return self._server.loop
 
     @property
     def running(self) -> bool:
