@@ -1,4 +1,5 @@
-"""Server cost per streamed chunk, and pacing precision under many slow streams.
+"""Server cost per streamed chunk and per opened stream, pacing precision under many slow
+streams, and the same reply served by Starlette and by a bare ASGI app for comparison.
 
 The bundled server runs in a subprocess (pinned to CPU 0 when there are two or more), so its CPU
 time, read from ``/proc/<pid>/stat``, is its own; the client is a minimal asyncio HTTP/1.1 reader
@@ -9,18 +10,32 @@ disturbed run.
 - throughput: ``--streams`` keep-alive connections each loop on fast requests
   (``streamkit: {"tokens_per_second": 2000, "ttft": 0}``) for ``--duration`` seconds; report the
   aggregate content chunks/s and the server's CPU µs per chunk.
+- opens: bursts of ``--opens`` (default 1,000) streams started at once, each on a fresh
+  connection, each one token long (``max_tokens: 1``, ``ttft`` 80 ms, a seed of its own), as
+  1,000 users arriving together would; report the server's CPU µs per request (accept, parse,
+  plan, headers, role chunk, the token, the end, the close) and the opens/s one core could take
+  at that cost (1 / CPU per request).
 - pacing: ``--pacing-streams`` streams at ``--pacing-rate`` tokens/s (jitter 0), started evenly
   over one second; each arrival is compared with its stream's schedule (token *i* due ``i / rate``
   after the first), anchored at the stream's median offset, so the error is the deviation from a
   steady beat, whatever the stream's start-up delay. Report |error| p50/p99 and the server's CPU %.
 
+Arms (``--arms``, default ``streamkit,starlette``): ``streamkit`` is the bundled server's plain
+ASGI app; ``starlette`` is the same reply (same validation, plan, frames and shared pacer) from a
+Starlette ``StreamingResponse`` endpoint, and ``bare`` the same from a plain ASGI function with
+nothing else, the uvicorn + asyncio floor (both in ``_server_arms.py``), each served by the same
+uvicorn settings in its own pinned process. The throughput and opens scenarios run on every arm
+(pacing on streamkit's only), and a second table sets the arms side by side with their ratios
+to streamkit's app in the same run.
+
 Medians of ``--runs`` runs::
 
     python benchmarks/bench_server.py [--runs 5] [--streams 100] [--pacing-streams 500]
+    python benchmarks/bench_server.py --runs 3 --no-pacing --arms streamkit,starlette,bare
 
 The server's capacity model is off unless ``--max-batch`` or ``--decode-capacity`` is given
 (passed to ``run_server``), so its cost per chunk can be compared with the model on and off;
-``--no-pacing`` runs the throughput scenario only.
+``--no-pacing`` and ``--no-opens`` skip those scenarios.
 """
 
 from __future__ import annotations
@@ -31,12 +46,15 @@ import contextlib
 import json
 import os
 import re
+import resource
 import statistics
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PROMPT = [{"role": "user", "content": "Explain streaming latency"}]
@@ -46,18 +64,26 @@ PROMPT = [{"role": "user", "content": "Explain streaming latency"}]
 
 
 def start_server(
-    pin: bool, max_batch: int | None = None, decode_capacity: float | None = None
+    pin: bool,
+    max_batch: int | None = None,
+    decode_capacity: float | None = None,
+    arm: str = "streamkit",
 ) -> tuple[subprocess.Popen[bytes], int]:
-    """Start ``run_server(port=0)`` in a subprocess; return it and the port it printed.
+    """Start ``run_server(port=0)`` (or another ``arm``) in a subprocess; return it and the
+    port it printed.
 
     With ``pin``, the server runs on CPU 0 and this process on CPU 1. ``max_batch`` and
     ``decode_capacity`` switch the server's capacity model on.
     """
-    code = (
-        "from streamkit.server import run_server; "
-        f"run_server(port=0, max_batch={max_batch!r}, decode_capacity={decode_capacity!r})"
-    )
-    proc = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE)
+    if arm == "streamkit":
+        code = (
+            "from streamkit.server import run_server; "
+            f"run_server(port=0, max_batch={max_batch!r}, decode_capacity={decode_capacity!r})"
+        )
+        command = [sys.executable, "-c", code]
+    else:
+        command = [sys.executable, str(Path(__file__).with_name("_server_arms.py")), arm]
+    proc = subprocess.Popen(command, stderr=subprocess.PIPE)
     assert proc.stderr is not None
     line = proc.stderr.readline().decode()
     match = re.search(r"http://[^ ]+:(\d+)/v1", line)
@@ -199,9 +225,9 @@ class Conn:
                         on_content.append(now)
 
 
-def request_body(streamkit: dict[str, float], model: str = "sim-small") -> bytes:
+def request_body(streamkit: dict[str, float], model: str = "sim-small", **fields: object) -> bytes:
     return json.dumps(
-        {"model": model, "messages": PROMPT, "stream": True, "streamkit": streamkit}
+        {"model": model, "messages": PROMPT, "stream": True, "streamkit": streamkit, **fields}
     ).encode()
 
 
@@ -236,6 +262,49 @@ async def throughput_run(pid: int, port: int, streams: int, duration: float) -> 
         await c.close()
     chunks = n1 - n0
     return Throughput(chunks / cpu.wall, cpu.server / chunks * 1e6, cpu)
+
+
+@dataclass
+class Opens:
+    cpu_us_per_request: float
+    burst_s: float  # wall time from the first connect to the last stream's end
+    cpu: CpuUse
+
+    @property
+    def per_core(self) -> float:
+        """Opens/s one core could take at this CPU cost per request."""
+        return 1e6 / self.cpu_us_per_request
+
+
+async def opens_run(pid: int, port: int, n: int, run: int) -> Opens:
+    """``n`` one-token streams at once, each on a fresh connection; the server's CPU for all."""
+    bodies = [
+        request_body(
+            {"ttft": 0.08, "tokens_per_second": 20, "jitter": 0},
+            max_tokens=1,
+            seed=run * n + i,
+            stream_options={"include_usage": True},
+        )
+        for i in range(n)
+    ]
+    counter = [0]
+
+    async def one(body: bytes) -> None:
+        conn = await Conn.open(port)
+        try:
+            await conn.stream(body, None, counter)
+        finally:
+            await conn.close()
+
+    window = CpuWindow(pid)
+    t0 = time.perf_counter()
+    await asyncio.gather(*(one(b) for b in bodies))
+    burst = time.perf_counter() - t0
+    await asyncio.sleep(0.3)  # the server sees every close
+    cpu = window.stop()
+    if counter[0] != n:
+        raise RuntimeError(f"opens: {counter[0]} content chunks for {n} one-token streams")
+    return Opens(cpu.server / n * 1e6, burst, cpu)
 
 
 @dataclass
@@ -284,8 +353,27 @@ async def pacing_run(pid: int, port: int, streams: int, rate: float, tokens: int
     return Pacing(pct(50), pct(99), errors[-1] * 1e3, per_chunk, cpu, len(errors))
 
 
-async def main_async(args: argparse.Namespace) -> None:
-    proc, port = start_server(args.pin, args.max_batch, args.decode_capacity)
+@dataclass
+class ArmResult:
+    """One arm's runs of each scenario."""
+
+    throughputs: list[Throughput]
+    opens: list[Opens]
+    pacings: list[Pacing]
+
+
+def _cpu_note(cpu: CpuUse) -> str:
+    return (
+        f"CPU % of a core: server {cpu.percent(cpu.server):.0f}, "
+        f"client {cpu.percent(cpu.client):.0f}, other processes {cpu.percent(cpu.other):.0f}"
+    )
+
+
+async def run_arm(args: argparse.Namespace, arm: str) -> ArmResult:
+    """Start ``arm``'s server, run each scenario ``args.runs`` times on it, stop it."""
+    proc, port = start_server(args.pin, args.max_batch, args.decode_capacity, arm)
+    tag = "" if arm == "streamkit" else f"[{arm}] "
+    result = ArmResult([], [], [])
     try:
         # One short stream first: imports and first-request costs are not the steady state.
         warm = await Conn.open(port)
@@ -294,38 +382,62 @@ async def main_async(args: argparse.Namespace) -> None:
         )
         await warm.close()
 
-        throughputs: list[Throughput] = []
         for run in range(args.runs):
-            result = await throughput_run(proc.pid, port, args.streams, args.duration)
-            throughputs.append(result)
-            cpu = result.cpu
+            t = await throughput_run(proc.pid, port, args.streams, args.duration)
+            result.throughputs.append(t)
             print(
-                f"throughput run {run + 1}: {result.chunks_per_s:,.0f} chunks/s, "
-                f"{result.cpu_us_per_chunk:.1f} µs server CPU/chunk; CPU % of a core: "
-                f"server {cpu.percent(cpu.server):.0f}, client {cpu.percent(cpu.client):.0f}, "
-                f"other processes {cpu.percent(cpu.other):.0f}",
+                f"{tag}throughput run {run + 1}: {t.chunks_per_s:,.0f} chunks/s, "
+                f"{t.cpu_us_per_chunk:.1f} µs server CPU/chunk; {_cpu_note(t.cpu)}",
                 file=sys.stderr,
             )
-        pacings: list[Pacing] = []
-        for run in range(args.runs if args.pacing else 0):
+        for run in range(args.runs if args.opens else 0):
+            o = await opens_run(proc.pid, port, args.opens, run)
+            result.opens.append(o)
+            print(
+                f"{tag}opens run {run + 1}: {args.opens} streams in {o.burst_s:.2f} s, "
+                f"{o.cpu_us_per_request:.0f} µs server CPU/request "
+                f"({o.per_core:,.0f} opens/s per core); {_cpu_note(o.cpu)}",
+                file=sys.stderr,
+            )
+        for run in range(args.runs if args.pacing and arm == "streamkit" else 0):
             pacing = await pacing_run(
                 proc.pid, port, args.pacing_streams, args.pacing_rate, args.pacing_tokens
             )
-            pacings.append(pacing)
-            cpu = pacing.cpu
+            result.pacings.append(pacing)
             print(
                 f"pacing run {run + 1}: |error| p50 {pacing.p50_ms:.2f} ms, "
                 f"p99 {pacing.p99_ms:.2f} ms, max {pacing.max_ms:.1f} ms over {pacing.chunks} "
-                f"chunks; {pacing.cpu_us_per_chunk:.1f} µs server CPU/chunk; CPU % of a core: "
-                f"server {cpu.percent(cpu.server):.0f}, client {cpu.percent(cpu.client):.0f}, "
-                f"other processes {cpu.percent(cpu.other):.0f}",
+                f"chunks; {pacing.cpu_us_per_chunk:.1f} µs server CPU/chunk; "
+                f"{_cpu_note(pacing.cpu)}",
                 file=sys.stderr,
             )
     finally:
         stop_server(proc)
+    return result
 
+
+def _print_table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> None:
+    widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
+    for row in (header, tuple("-" * w for w in widths), *rows):
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    _raise_fd_limit(args.opens + args.streams + args.pacing_streams + 64)
+    results = {arm: await run_arm(args, arm) for arm in args.arms}
+    sys.stderr.flush()
+    if "streamkit" in results:
+        _print_streamkit(args, results["streamkit"])
+    if len(results) > 1:
+        if "streamkit" in results:
+            print()
+        _print_arms(args, results)
+
+
+def _print_streamkit(args: argparse.Namespace, result: ArmResult) -> None:
     med = statistics.median
-    cpus = [r.cpu for r in throughputs] + [r.cpu for r in pacings]
+    throughputs, opens, pacings = result.throughputs, result.opens, result.pacings
+    cpus = [r.cpu for r in throughputs] + [r.cpu for r in opens] + [r.cpu for r in pacings]
     capacity = ""
     if args.max_batch is not None or args.decode_capacity is not None:
         capacity = f" (max batch {args.max_batch}, decode capacity {args.decode_capacity} tok/s)"
@@ -339,6 +451,17 @@ async def main_async(args: argparse.Namespace) -> None:
         ("", "server CPU µs/chunk", f"{med(t.cpu_us_per_chunk for t in throughputs):.1f}", ""),
         ("", "client CPU %", f"{med(t.cpu.percent(t.cpu.client) for t in throughputs):.0f}", ""),
     ]
+    if opens:
+        rows += [
+            (
+                f"opens, {args.opens} one-token streams at once",
+                "server CPU µs/request",
+                f"{med(o.cpu_us_per_request for o in opens):.0f}",
+                "<= 200",
+            ),
+            ("", "opens/s per core", f"{med(o.per_core for o in opens):,.0f}", ""),
+            ("", "burst wall time (s)", f"{med(o.burst_s for o in opens):.2f}", ""),
+        ]
     if pacings:
         rows += _pacing_rows(args, pacings)
     rows.append(
@@ -349,12 +472,58 @@ async def main_async(args: argparse.Namespace) -> None:
             "~0 for a clean run",
         )
     )
-    sys.stderr.flush()
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    header = ("scenario", "metric", f"median of {args.runs}", "target")
-    widths = [max(w, len(h)) for w, h in zip(widths, header, strict=True)]
-    for row in (header, tuple("-" * w for w in widths), *rows):
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    _print_table(("scenario", "metric", f"median of {args.runs}", "target"), rows)
+
+
+def _print_arms(args: argparse.Namespace, results: dict[str, ArmResult]) -> None:
+    """The arms side by side, each with its ratio to streamkit's app (when it ran)."""
+    med = statistics.median
+    arms = list(results)
+    others = [a for a in arms if a != "streamkit"] if "streamkit" in arms else []
+    metrics: list[tuple[str, str, str, dict[str, float]]] = [
+        (
+            f"throughput, {args.streams} streams",
+            "chunks/s",
+            ",.0f",
+            {a: med(t.chunks_per_s for t in r.throughputs) for a, r in results.items()},
+        ),
+        (
+            "",
+            "server CPU µs/chunk",
+            ".1f",
+            {a: med(t.cpu_us_per_chunk for t in r.throughputs) for a, r in results.items()},
+        ),
+    ]
+    if args.opens:
+        metrics += [
+            (
+                f"opens, {args.opens} at once",
+                "server CPU µs/request",
+                ".0f",
+                {a: med(o.cpu_us_per_request for o in r.opens) for a, r in results.items()},
+            ),
+            (
+                "",
+                "opens/s per core",
+                ",.0f",
+                {a: med(o.per_core for o in r.opens) for a, r in results.items()},
+            ),
+        ]
+    rows = []
+    for scenario, metric, fmt, values in metrics:
+        cells = [format(values[a], fmt) for a in arms]
+        cells += [f"{values[a] / values['streamkit']:.2f}" for a in others]
+        rows.append((scenario, metric, *cells))
+    header = ("scenario", "metric", *arms, *(f"{a} / streamkit" for a in others))
+    _print_table(header, rows)
+
+
+def _raise_fd_limit(wanted: int) -> None:
+    # A burst of opens holds one socket per stream at once.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        top = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (top, hard))
 
 
 def _pacing_rows(
@@ -374,6 +543,17 @@ def _pacing_rows(
     ]
 
 
+ARMS = ("streamkit", "starlette", "bare")
+
+
+def _arms(text: str) -> tuple[str, ...]:
+    arms = tuple(dict.fromkeys(a.strip() for a in text.split(",") if a.strip()))
+    unknown = [a for a in arms if a not in ARMS]
+    if unknown or not arms:
+        raise argparse.ArgumentTypeError(f"arms are from {', '.join(ARMS)}; got {text!r}")
+    return arms
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=5, help="runs per scenario (median reported)")
@@ -384,6 +564,19 @@ def main() -> None:
     parser.add_argument("--pacing-tokens", type=int, default=100, help="tokens per paced stream")
     parser.add_argument(
         "--no-pacing", dest="pacing", action="store_false", help="skip the pacing scenario"
+    )
+    parser.add_argument(
+        "--opens", type=int, default=1000, help="one-token streams per burst of opens"
+    )
+    parser.add_argument(
+        "--no-opens", dest="opens", action="store_const", const=0, help="skip the opens scenario"
+    )
+    parser.add_argument(
+        "--arms",
+        type=_arms,
+        default=("streamkit", "starlette"),
+        help=f"comma-separated servers to measure, from {', '.join(ARMS)} (default: "
+        "streamkit,starlette)",
     )
     parser.add_argument(
         "--max-batch", type=int, default=None, help="the server's capacity model: batch size"

@@ -38,6 +38,7 @@ from .asgi import (
     Receive,
     Scope,
     Send,
+    abort,
     caller_of,
     cut_connection,
     forever,
@@ -142,7 +143,7 @@ class App(ServerCore):
         """
         self.close()
         for task in list(self._inflight):
-            task.cancel()
+            abort(task)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
