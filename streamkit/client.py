@@ -27,10 +27,9 @@ import asyncio
 import contextlib
 import weakref
 from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx2
-import openai
 
 from ._client_options import (
     DEFAULT_RETRY,
@@ -52,9 +51,11 @@ from .retry import RetryPolicy
 from .source import Prompt, add_attempt_key, messages_of
 from .transports._responses import Api
 from .transports.fast_sse import FastSSEPool, stream_chat_fast_sse
-from .transports.openai_sse import stream_chat_completion
 from .transports.sse import stream_chat_sse
 from .transports.ws import WSConnection, stream_chat_ws, ws_url
+
+if TYPE_CHECKING:  # the SDK loads with the first 'sse' stream: ~0.4 s that other transports skip
+    import openai
 
 __all__ = [
     "ChatTask",
@@ -261,6 +262,8 @@ class Client(ChatFace):
 
     def sdk(self) -> openai.AsyncOpenAI:
         """The ``openai.AsyncOpenAI`` client of the running event loop (created on first use)."""
+        import openai
+
         loop = asyncio.get_running_loop()
         client = self._sdk.get(loop)
         if client is None:
@@ -465,6 +468,8 @@ class Client(ChatFace):
                 )
 
             return sse_attempt
+        from .transports.openai_sse import stream_chat_completion
+
         sdk = self.sdk()
 
         def sdk_attempt(attempt: Attempt) -> AsyncIterator[Event]:
