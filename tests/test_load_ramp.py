@@ -126,3 +126,13 @@ def test_bench_states_its_ramp_in_the_report(server: RunningServer) -> None:
     done = _bench(*common, "--ramp-up", "-1")
     assert done.returncode == 2
     assert "argument --ramp-up: -1 is invalid: must be seconds >= 0, or auto" in done.stderr
+
+
+def test_shards_open_streams_as_fast_as_one_process_would() -> None:
+    spec = LoadSpec(num_requests=2000, concurrency=1000)
+    shards = spec.shard(2)
+    # Each shard's 500 users start over the whole spec's 0.94 s, not 0.44 s each.
+    assert [s.ramp_seconds for s in shards] == [pytest.approx(0.936)] * 2
+    assert shards[1].start_offset(250) == pytest.approx(0.468)
+    ramped = LoadSpec(num_requests=100, request_rate=math.inf, ramp=Ramp("linear", 2, 40))
+    assert [s.ramp for s in ramped.shard(2)] == [Ramp("linear", 1, 20)] * 2

@@ -226,6 +226,9 @@ class LoadSpec:
             if self.concurrency is not None:
                 concurrency = max(1, self.concurrency // n + (i < self.concurrency % n))
             rate = None if self.request_rate is None else self.request_rate / n
+            ramp = self.ramp
+            if ramp is not None:  # n climbing processes at 1/n of the rate climb as one
+                ramp = Ramp(ramp.strategy, ramp.start_rps / n, ramp.end_rps / n)
             out.append(
                 replace(
                     self,
@@ -234,6 +237,10 @@ class LoadSpec:
                     request_rate=rate,
                     warmup=self.warmup // n + (i < self.warmup % n),
                     start=start,
+                    # The whole spec's ramp, not each shard's own "auto": together the shards
+                    # open streams as fast as one process would, not n times faster.
+                    ramp_up=self.ramp_seconds if self.ramp_up == "auto" else self.ramp_up,
+                    ramp=ramp,
                 )
             )
             start += requests
