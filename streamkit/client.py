@@ -162,6 +162,12 @@ class Client(ChatFace):
         self.timeout = float(timeout)
         self.max_retries = max_retries
         self.transport: Transport = transport
+        if transport == "sse":
+            # The SDK path's modules load here, with the client, not inside the first stream's
+            # event loop turn (a load's lag probe, a notebook's live view would see ~0.5 s).
+            import openai  # noqa: F401
+
+            from .transports import openai_sse  # noqa: F401
         self.api: Api = api
         self.retry = retry
         self.on_interrupt: OnInterrupt = on_interrupt
