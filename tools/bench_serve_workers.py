@@ -158,7 +158,7 @@ def main() -> None:
         short, long_ = [], []
         for _ in range(args.repeat):
             short.append(run(1, 1000, 50.0, 1, 0.05))
-            long_.append(run(1, 200, 100.0, 400, 0.05))
+            long_.append(run(1, 100, 100.0, 400, 0.05))
             print(json.dumps(short[-1]), json.dumps(long_[-1]), sep="\n", flush=True)
         per_request = statistics.median(r["server_cpu_s"] / r["completed"] for r in short)
         # A 1-token reply's cost counts its one token: the rest are the extra ones.

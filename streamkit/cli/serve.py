@@ -28,11 +28,11 @@ ENV_API_KEY = "STREAMKIT_API_KEY"
 
 
 CAPACITY = """\
-capacity: one worker is one event loop on one core. Measured on a 2-core VM (see
-docs/protocol.md): about 18 us of CPU per streamed token and 450 us per request opened, so one
-core sends ~50,000 tokens/s (e.g. 600 streams at 80 tok/s) and opens ~2,000 requests/s, less
-the clients' own share of the machine. Past that, tokens go out late and TTFT stretches: the
-server then says so on stderr (at most every 5 s) and GET /metrics shows
+capacity: one worker is one event loop on one core. Measured on a 2-core VM (CPU time; see
+docs/protocol.md): ~20 us per token paced one by one and ~360 us per request opened, so one
+core paces ~50,000 tokens/s (e.g. 600 streams at 80 tok/s) and opens ~2,800 requests/s, less
+what the clients take of the same machine. Past that, tokens go out late and TTFT stretches:
+the server then says so on stderr (at most every 5 s) and GET /metrics shows
 streamkit_token_lateness_seconds, streamkit_late_tokens, streamkit_loop_lag_seconds,
 streamkit_loop_busy and streamkit_saturated. Add --workers (up to the cores you can spare) or
 lower the load."""
@@ -49,7 +49,6 @@ def add_parser(sub: Any) -> None:
         "variable makes this server and `streamkit chat --base-url http://127.0.0.1:8000/v1` "
         "agree.",
         epilog=CAPACITY,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 = any free)")
