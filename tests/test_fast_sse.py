@@ -25,6 +25,7 @@ import streamkit as sk
 from streamkit.events import Event, ReconnectDelay, StreamEnd, StreamStart, TokenDelta
 from streamkit.resume import Attempt
 from streamkit.server import RunningServer
+from streamkit.transports import fast_sse
 from streamkit.transports.fast_sse import HIGH_WATER, FastSSEPool, iter_sse, stream_chat_fast_sse
 from streamkit.transports.sse import SSEState
 
@@ -36,7 +37,8 @@ SIM = {"ttft": 0.0, "tokens_per_second": 2000, "jitter": 0.0}
 
 CLOSE = "close"  # a reply step: close the connection here
 HANG = "hang"  # a reply step: send nothing more until the client closes the connection
-Step = bytes | float | str  # bytes are written; a float pauses, so what follows is another read
+Step = bytes | float | str | asyncio.Event
+# bytes are written; a float pauses, so what follows is another read; an Event waits for the test
 
 
 @dataclass
@@ -116,6 +118,8 @@ class RawServer:
                         return
                     if isinstance(step, float):
                         await asyncio.sleep(step)
+                    elif isinstance(step, asyncio.Event):
+                        await step.wait()
                     else:
                         assert isinstance(step, bytes)
                         writer.write(step)
@@ -251,10 +255,11 @@ async def test_a_lagging_consumer_pauses_reading_then_gets_everything(
                 if tokens == 0:
                     [conn] = c.fast_sse_pool()._open
                     await wait_for(lambda: conn._paused)  # noqa: B023  # awaited here
-                    held = len(conn.events)
+                    held = conn._pending
                     assert HIGH_WATER < held < length // 2
+                    assert held == sum(len(events) for _, events in conn.reads)
                     await asyncio.sleep(0.2)
-                    assert len(conn.events) == held  # not reading while paused
+                    assert conn._pending == held  # not reading while paused
                 assert event.index == tokens
                 tokens += 1
     assert tokens == length
@@ -327,6 +332,61 @@ async def test_iter_sse_keeps_ids_and_retry_like_generic_sse(raw: RawServer) -> 
     assert raw.seen[0].method == "GET" and raw.seen[0].headers["last-event-id"] == "6"
     assert [(e.id, e.data) for e in events] == [("7", b"a"), ("7", b"b"), ("8", b"c")]
     assert state.last_event_id == "8" and state.retry == 0.25
+
+
+class StoppedClock:
+    """A clock that moves only when the test moves it."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_tokens_are_stamped_when_their_bytes_arrive_not_when_the_consumer_resumes(
+    raw: RawServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The consumer holds a token while two more reads arrive (b at 150, the end at 160), and
+    # resumes at 300: a loop busy with other streams resumes it late. The times must be the
+    # reads' times, from the one injected clock, not the resume's.
+    go_b, go_end = asyncio.Event(), asyncio.Event()
+    end = frame(None, "stop") + USAGE + b"data: [DONE]\n\n"
+    raw.replies.append(
+        [
+            head("200 OK", SSE, CHUNKED),
+            chunk(frame("a", ident=0)),
+            go_b,
+            chunk(frame("b", ident=1)),
+            go_end,
+            chunk(end) + b"0\r\n\r\n",
+        ]
+    )
+    clock = StoppedClock(100.0)
+    monkeypatch.setattr(fast_sse, "_clock", clock)
+    pool = FastSSEPool(5.0)
+    stream = stream_chat_fast_sse(pool, base_url=raw.url(), api_key=None, model="m", messages=[])
+    try:
+        start, a = await anext(stream), await anext(stream)
+        assert isinstance(start, StreamStart) and start.sent_at == start.time == 100.0
+        assert isinstance(a, TokenDelta) and (a.text, a.time) == ("a", 100.0)
+        [conn] = pool._open
+        clock.now = 150.0
+        go_b.set()
+        await wait_for(lambda: conn.reads)  # b was read while the consumer held a
+        clock.now = 160.0
+        go_end.set()
+        await wait_for(lambda: conn.complete)
+        assert [at for at, _ in conn.reads] == [150.0, 160.0]  # one batch of two reads
+        clock.now = 300.0
+        rest = [event async for event in stream]
+    finally:
+        go_b.set()  # a failed assertion must not leave the server's handler waiting
+        go_end.set()
+        await pool.aclose()
+    assert [(e.text, e.time) for e in rest if isinstance(e, TokenDelta)] == [("b", 150.0)]
+    last = rest[-1]
+    assert isinstance(last, StreamEnd) and last.time == 160.0 and last.finish_reason == "stop"
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,12 @@ parser uvicorn uses: status line, headers, chunked, content-length and close-del
 chunk extensions), whose body callback feeds streamkit's sans-I/O decoder (:mod:`streamkit._sse`).
 The consumer is woken once per read with every event that read completed, not once per event, and
 no read timer is armed per wait: one lazily re-armed timer per connection checks the time of the
-last byte. The pool is :mod:`._pool`; the chat and event-source layer on top,
+last byte.
+
+Each read's events carry the time the loop handed its bytes to the protocol (``data_received``),
+read from the request's clock: a consumer that resumes late (1,000 streams on one loop) still
+times its tokens by their arrival, so inter-token latencies are not clumped by the client's own
+loop lag. The pool is :mod:`._pool`; the chat and event-source layer on top,
 :mod:`streamkit.transports.fast_sse`.
 """
 
@@ -14,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from typing import TypeAlias
 
 import httptools
 
@@ -21,16 +27,22 @@ from .._sse import ServerSentEvent, SSEDecoder
 from ..errors import ReadTimeout, StreamInterrupted, StreamkitError
 from ._common import describe, is_event_stream
 
-__all__ = ["HIGH_WATER", "Connection", "Failure", "Key", "TimeoutFailure"]
+__all__ = ["HIGH_WATER", "Clock", "Connection", "Failure", "Key", "Read", "TimeoutFailure"]
 
 HIGH_WATER = 1024
 """Events waiting for a lagging consumer before its connection stops reading its socket."""
 
-_clock = time.perf_counter
 _MAX_ERROR_BODY = 64 * 1024  # an error body longer than this is cut: only its message is used
 
 Key = tuple[str, str, int]
 """What a pool keeps connections by: (scheme, host, port)."""
+
+Clock: TypeAlias = Callable[[], float]
+"""A request's clock (``time.perf_counter`` unless a caller injects one): every stamp of a
+response (headers, each read, the end) is read from it, so its times compare with the send time."""
+
+Read = tuple[float, list[ServerSentEvent]]
+"""The events one socket read completed, and the time (on the request's clock) it arrived."""
 
 
 class Failure(Exception):
@@ -62,6 +74,8 @@ class Connection(asyncio.Protocol):
     """
 
     __slots__ = (
+        "_clock",
+        "_current",
         "_dirty",
         "_feed",
         "_informational",
@@ -72,22 +86,24 @@ class Connection(asyncio.Protocol):
         "_on_idle_close",
         "_parser",
         "_paused",
+        "_pending",
         "_raw",
         "_raw_size",
         "_timeout",
         "_timer",
         "_until_close",
         "_waiter",
+        "arrived",
         "closed",
         "complete",
         "decoder",
-        "events",
         "failure",
         "headers",
         "headers_done",
         "idle",
         "key",
         "opened_at",
+        "reads",
         "reason",
         "received",
         "status",
@@ -125,7 +141,11 @@ class Connection(asyncio.Protocol):
         self.failure: Failure | None = None
         self.decoder: SSEDecoder | None = None
         self._feed: Callable[[bytes], list[ServerSentEvent]] | None = None
-        self.events: list[ServerSentEvent] = []
+        self._clock: Clock = time.perf_counter  # the request's (see send)
+        self.arrived = 0.0  # clock time of the response's latest read (or of its end)
+        self.reads: list[Read] = []  # decoded, not yet taken by the consumer
+        self._pending = 0  # events in reads
+        self._current: list[ServerSentEvent] | None = None  # the events of the read under way
         self._raw: list[bytes] = []
         self._raw_size = 0
         self._waiter: asyncio.Future[None] | None = None
@@ -150,6 +170,8 @@ class Connection(asyncio.Protocol):
                 self.close()
             return
         self.received = True
+        self.arrived = self._clock()  # the stamp of every event this read completes
+        self._current = None
         try:
             parser.feed_data(data)
         except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
@@ -169,6 +191,7 @@ class Connection(asyncio.Protocol):
             return
         if exc is None and self.headers_done and self._until_close:
             self.complete = True  # a close-delimited body ends when the server closes
+            self.arrived = self._clock()
             self._wake()
             return
         why = describe(exc) if exc is not None else "the server closed the connection"
@@ -199,7 +222,7 @@ class Connection(asyncio.Protocol):
             return
         self.status = status
         self.headers_done = True
-        self.opened_at = _clock()
+        self.opened_at = self.arrived  # the read that completed the headers
         headers = self.headers
         if status < 400 and is_event_stream(headers.get("content-type")):
             decoder = SSEDecoder()
@@ -220,9 +243,14 @@ class Connection(asyncio.Protocol):
             return
         events = feed(body)
         if events:
-            pending = self.events
-            pending += events
-            if len(pending) > HIGH_WATER and not self._paused and self.transport is not None:
+            current = self._current
+            if current is None:  # the read's first events (a read may hold several chunks)
+                self._current = events
+                self.reads.append((self.arrived, events))
+            else:
+                current += events
+            self._pending += len(events)
+            if self._pending > HIGH_WATER and not self._paused and self.transport is not None:
                 self._paused = True
                 self.transport.pause_reading()
             waiter = self._waiter
@@ -242,9 +270,14 @@ class Connection(asyncio.Protocol):
 
     # -- the consumer's side -------------------------------------------------------------------
 
-    def send(self, request: bytes, last_event_id: str | None) -> None:
-        """Start a response: reset its state, write the request, arm the read timeout."""
+    def send(self, request: bytes, last_event_id: str | None, clock: Clock) -> None:
+        """Start a response: reset its state, write the request, arm the read timeout.
+
+        Args:
+            clock: what the response's stamps are read from (the caller's send time's clock).
+        """
         self.idle = False
+        self._clock = clock
         self._parser = httptools.HttpResponseParser(self)
         self._last_event_id = last_event_id
         self.received = self.headers_done = self.complete = self._informational = False
@@ -254,7 +287,10 @@ class Connection(asyncio.Protocol):
         self.headers = {}
         self.failure = None
         self.decoder = self._feed = None
-        self.events = []
+        self.arrived = 0.0
+        self.reads = []
+        self._pending = 0
+        self._current = None
         self._raw = []
         self._raw_size = 0
         self._last = self._loop.time()
@@ -279,22 +315,25 @@ class Connection(asyncio.Protocol):
                 raise self.failure
             await self._wait()
 
-    async def batch(self) -> list[ServerSentEvent] | None:
-        """The events decoded since the last call (waiting for at least one); None at the end.
+    async def batch(self) -> list[Read] | None:
+        """The events decoded since the last call, read by read with each read's arrival time
+        (waiting for at least one event); None at the end.
 
         Raises:
             Failure: the connection failed or timed out first (events before it come first).
         """
         while True:
-            events = self.events
-            if events:
-                self.events = []
+            reads = self.reads
+            if reads:
+                self.reads = []
+                self._pending = 0
+                self._current = None
                 if self._paused:
                     self._paused = False
                     self._last = self._loop.time()
                     assert self.transport is not None
                     self.transport.resume_reading()
-                return events
+                return reads
             if self.failure is not None:
                 raise self.failure
             if self.complete:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
+import time
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
@@ -22,7 +23,7 @@ from ._common import (
     retry_after_from_headers,
     status_error,
 )
-from ._http1 import Connection, Failure, Key, TimeoutFailure
+from ._http1 import Clock, Connection, Failure, Key, TimeoutFailure
 
 __all__ = ["FastSSEPool", "discard", "open_stream", "release", "request_headers"]
 
@@ -140,7 +141,7 @@ class FastSSEPool:
             return False
         conn.idle = True
         conn._parser = None
-        conn.events = []
+        conn.reads = []
         conn._raw = []
         self._idle.setdefault(conn.key, {})[conn] = None
         return True
@@ -163,6 +164,7 @@ class FastSSEPool:
         headers: Mapping[str, str],
         body: bytes | None,
         last_id: str | None,
+        clock: Clock,
     ) -> Connection:
         """Send one request and wait for its headers, on a pooled connection if one is idle.
 
@@ -185,7 +187,7 @@ class FastSSEPool:
         conn = self._take(key)
         if conn is not None:
             try:
-                conn.send(request, last_id)
+                conn.send(request, last_id, clock)
                 await conn.head()
                 return conn
             except Failure as failure:
@@ -198,7 +200,7 @@ class FastSSEPool:
                     self._discard(conn)
         conn = await self._connect(key, url)
         try:
-            conn.send(request, last_id)
+            conn.send(request, last_id, clock)
             await conn.head()
         finally:
             if not conn.headers_done:
@@ -240,8 +242,12 @@ async def open_stream(
     json_body: object,
     last_event_id: str | None,
     partial: list[str] | None,
+    clock: Clock = time.perf_counter,
 ) -> Connection:
     """Send the request; return the connection once an event stream's headers are in.
+
+    ``clock`` is the caller's: the response's stamps (``opened_at``, each read's arrival) are
+    read from it.
 
     Raises:
         APIStatusError: an error status (typed by status, with ``retry_after``).
@@ -253,7 +259,7 @@ async def open_stream(
         body = json.dumps(json_body, separators=(",", ":"), ensure_ascii=False).encode()
     send = request_headers(headers, last_event_id, body is not None)
     try:
-        conn = await pool._request(method, url, send, body, last_event_id)
+        conn = await pool._request(method, url, send, body, last_event_id, clock)
     except Failure as failure:
         raise failure.typed(url, "".join(partial or ())) from None
     if conn.status >= 400:

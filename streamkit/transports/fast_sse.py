@@ -10,6 +10,12 @@ callback feeds streamkit's sans-I/O decoder (:mod:`streamkit._sse`). The consume
 per read with every event that read completed, not once per event, and no read timer is armed per
 wait: one lazily re-armed timer per connection checks the time of the last byte.
 
+Times are arrival times: each token (and the stream's end) is stamped with the time the event loop
+read its bytes (``data_received``), not the time the consumer resumed. With 1,000 streams on one
+loop a consumer may resume tens of milliseconds late, with several reads waiting; stamping at the
+resume gave those tokens one time (ITL 0) and the next a long gap. All stamps come from one clock,
+this module's ``_clock``, which tests replace.
+
 The semantics are those of ``generic-sse`` (:mod:`streamkit.transports.sse`): the same request
 (``Last-Event-ID``, ``Authorization: Bearer``), the same events (:class:`StreamStart`,
 :class:`TokenDelta`…, :class:`StreamEnd` with usage, folded by the shared
@@ -77,16 +83,19 @@ async def iter_sse(
         TransportError: the connection failed, timed out or dropped mid-stream.
     """
     state = state if state is not None else SSEState()
-    conn = await open_stream(pool, method, url, headers, json_body, state.last_event_id, partial)
+    conn = await open_stream(
+        pool, method, url, headers, json_body, state.last_event_id, partial, _clock
+    )
     decoder = conn.decoder
     assert decoder is not None
     state.opened_at = conn.opened_at
     state.request_id = conn.headers.get("x-request-id")
     try:
         while (batch := await conn.batch()) is not None:
-            for sse in batch:
-                state.last_event_id = sse.id
-                yield sse
+            for _, events in batch:
+                for sse in events:
+                    state.last_event_id = sse.id
+                    yield sse
             if decoder.retry is not None:
                 state.retry = decoder.retry / 1000
         if decoder.retry is not None:
@@ -134,27 +143,25 @@ async def stream_chat_fast_sse(
         await rehearse("fast-sse", _rehearsal)  # the first request's setup, before its clock
     pool.prepare(url)
     sent_at = _clock()
-    conn = await open_stream(pool, method, url, headers, body, last_id, chunks.parts)
+    conn = await open_stream(pool, method, url, headers, body, last_id, chunks.parts, _clock)
     decoder = conn.decoder
     assert decoder is not None
     try:
         feed = chunks.feed
         try:
             batch = await conn.batch()
-            now = _clock()
-            yield StreamStart(
-                sent_at, conn.opened_at or now, model, conn.headers.get("x-request-id")
-            )
+            yield StreamStart(sent_at, conn.opened_at, model, conn.headers.get("x-request-id"))
             while batch is not None:
                 if decoder.retry is not None:  # SSE retry: is in milliseconds
-                    hint = chunks.reconnect(decoder.retry / 1000, now)
+                    hint = chunks.reconnect(decoder.retry / 1000, batch[-1][0])
                     if hint is not None:
                         yield hint
-                for sse in batch:
-                    for piece in feed(sse, now):
-                        yield piece
+                for now, events in batch:  # each read's events, at the time the read arrived
+                    for sse in events:
+                        for piece in feed(sse, now):
+                            yield piece
                 batch = await conn.batch()
-                now = _clock()
+            now = conn.arrived  # the read that ended the body
             release(pool, conn)  # before the last yield: the consumer may stop at StreamEnd
         except Failure as failure:
             error = failure.typed(url, chunks.partial_text)
