@@ -137,14 +137,20 @@ def test_the_line_says_how_late_and_comes_at_most_every_few_seconds() -> None:
     assert calm.line(saturation(LatenessWindow(), LoopLoad(), 1.0), 1.0) is None
 
 
-def test_late_on_an_idle_loop_blames_the_machine_not_the_core() -> None:
+def test_late_on_a_loop_without_a_core_blames_the_machine_not_the_loop() -> None:
     tokens, load = LatenessWindow(), LoopLoad()
-    load.tick(0.0, cpu=0.0, lag=0.0)
-    load.tick(1.0, cpu=0.05, lag=0.0)
+    # The loop ran 5 % of the second and waited for a core 60 % of it (Linux's schedstat).
+    load.tick(0.0, cpu=0.0, lag=0.0, waited=2.0)
+    load.tick(1.0, cpu=0.05, lag=0.0, waited=2.6)
+    assert load.waiting() == pytest.approx(0.6)
     for _ in range(100):
         tokens.record(1.0, 0.2)
-    line = SaturationLog().line(saturation(tokens, load, 1.0), 1.0)
-    assert line is not None and "short of CPU" in line and "--workers" not in line
+    verdict = saturation(tokens, load, 1.0)
+    assert verdict.waiting == pytest.approx(0.6)
+    line = SaturationLog().line(verdict, 1.0)
+    assert line is not None and "short of a core" in line and "--workers" not in line
+    assert "waiting for a core 60% of the time" in line
+    assert LoopLoad().waiting() is None  # where the platform does not say
 
 
 def test_metrics_carry_the_timing_figures() -> None:

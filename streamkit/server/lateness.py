@@ -184,7 +184,7 @@ class LoopLoad:
         busy_lag: every tick's delay, capped at the loop's CPU time since the tick before.
     """
 
-    __slots__ = ("_samples", "busy_lag", "lag", "window")
+    __slots__ = ("_samples", "_waits", "busy_lag", "lag", "window")
 
     def __init__(self, window: float = WINDOW) -> None:
         self.window = window
@@ -192,10 +192,13 @@ class LoopLoad:
         self.busy_lag = LatenessWindow(window, threshold=LAG_LIMIT)
         # (wall, cpu) samples; the first one still inside the window anchors the busy fraction.
         self._samples: deque[tuple[float, float]] = deque()
+        # (wall, seconds spent runnable but waiting for a core), alongside, when known.
+        self._waits: deque[tuple[float, float]] = deque()
 
-    def tick(self, now: float, cpu: float, lag: float) -> None:
+    def tick(self, now: float, cpu: float, lag: float, waited: float | None = None) -> None:
         """Record one tick at ``now`` (loop time), ``lag`` seconds late, with the loop thread's
-        CPU time ``cpu`` (seconds, any origin)."""
+        CPU time ``cpu`` and, if known, the time it has spent ready to run but waiting for a
+        core (Linux's ``schedstat``), both in seconds from any origin."""
         samples = self._samples
         own = max(0.0, cpu - samples[-1][1]) if samples else lag
         self.lag.record(now, lag)
@@ -204,6 +207,20 @@ class LoopLoad:
         # Keep one sample at or before the window's start, so the fraction covers it all.
         while len(samples) > 2 and samples[1][0] <= now - self.window:
             samples.popleft()
+        if waited is not None:
+            waits = self._waits
+            waits.append((now, waited))
+            while len(waits) > 2 and waits[1][0] <= now - self.window:
+                waits.popleft()
+
+    def waiting(self) -> float | None:
+        """The share of wall time over the window the loop thread was ready to run but waited
+        for a core (0-1), or ``None`` when the platform does not say."""
+        waits = self._waits
+        if len(waits) < 2:
+            return None
+        (t0, w0), (t1, w1) = waits[0], waits[-1]
+        return min(1.0, max(0.0, (w1 - w0) / (t1 - t0))) if t1 > t0 else 0.0
 
     def busy(self) -> float:
         """CPU seconds per wall second of the loop thread over the window (0-1; 0 when fewer
@@ -252,6 +269,8 @@ class Saturation:
         busy_lag: the same, each delay capped at the loop's CPU time meanwhile.
         busy: the loop thread's busy fraction (0-1).
         peak: its busy fraction over the busiest second of the window (0-1).
+        waiting: the share of the window it was ready to run but waited for a core (0-1), or
+            ``None`` where the platform does not say (Linux does).
     """
 
     saturated: bool
@@ -262,6 +281,7 @@ class Saturation:
     busy_lag: float
     busy: float
     peak: float
+    waiting: float | None = None
 
 
 def saturation(tokens: LatenessWindow, load: LoopLoad, now: float) -> Saturation:
@@ -282,6 +302,7 @@ def saturation(tokens: LatenessWindow, load: LoopLoad, now: float) -> Saturation
         busy_lag=busy_lag,
         busy=load.busy(),
         peak=load.peak(),
+        waiting=load.waiting(),
     )
 
 
@@ -316,17 +337,22 @@ class SaturationLog:
             what.append(f"tokens p99 {_ms(verdict.p99)} late")
         if verdict.busy_lag > LAG_LIMIT:
             what.append(f"new requests wait up to {_ms(verdict.lag)} for the event loop")
+        load = (
+            f"1 core at {verdict.peak * 100:.0f}% in the busiest second, "
+            f"{verdict.busy * 100:.0f}% on average"
+        )
+        if verdict.waiting is not None:
+            load += f", waiting for a core {verdict.waiting * 100:.0f}% of the time"
         if verdict.peak >= _BUSY:
             advice = "add --workers or lower the load"
         else:
-            # Late while the loop was mostly idle: it waited for a core, which more workers on
-            # the same machine would wait for too.
+            # Late while the loop had a core for less than it needed: it waited for one, as
+            # more workers on the same machine would.
             advice = (
-                "the loop mostly waited for a core: the machine is short of CPU (other "
-                "processes, or the load generator on the same cores)"
+                "the loop was short of a core, not of its speed: free some CPU (other "
+                "processes, or the load generator on the same cores) or lower the load"
             )
         return (
             f"{self.prefix}: saturated — {' and '.join(what)} over the last {window:.0f} s "
-            f"(1 core at {verdict.peak * 100:.0f}% in the busiest second, "
-            f"{verdict.busy * 100:.0f}% on average); {advice}"
+            f"({load}); {advice}"
         )

@@ -18,6 +18,7 @@ import asyncio
 import atexit
 import gc
 import ipaddress
+import os
 import socket
 import sys
 import threading
@@ -108,10 +109,17 @@ class _Server(uvicorn.Server):
         self._log = log
         self._on_started = on_started
         self._last_tick: float | None = None
+        self._schedstat: int | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         self.loop = asyncio.get_running_loop()
+        # Linux says how long this thread (the loop's) was ready to run but had no core: what
+        # tells a loop short of its speed from one short of a core.
+        try:
+            self._schedstat = os.open("/proc/thread-self/schedstat", os.O_RDONLY)
+        except OSError:
+            self._schedstat = None
         # The pacer records into this server's counters: how late each token goes out.
         self._app.pacer().lateness = self._app.stats.lateness
         await super().startup(sockets=sockets)
@@ -124,7 +132,11 @@ class _Server(uvicorn.Server):
         now = asyncio.get_running_loop().time()
         stats = self._app.stats
         if self._last_tick is not None:
-            stats.load.tick(now, time.thread_time(), now - self._last_tick - _TICK)
+            waited = None
+            if self._schedstat is not None:
+                # "<ns on a core> <ns waiting for one> <timeslices>"
+                waited = int(os.pread(self._schedstat, 100, 0).split()[1]) / 1e9
+            stats.load.tick(now, time.thread_time(), now - self._last_tick - _TICK, waited)
         self._last_tick = now
         if counter % _PUBLISH_EVERY == 0:
             self._look(now)
@@ -142,6 +154,9 @@ class _Server(uvicorn.Server):
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         self._app.close_streams()
+        if self._schedstat is not None:
+            os.close(self._schedstat)
+            self._schedstat = None
         await super().shutdown(sockets=sockets)
 
 
