@@ -14,7 +14,8 @@ disturbed run.
   connection, each one token long (``max_tokens: 1``, ``ttft`` 80 ms, a seed of its own), as
   1,000 users arriving together would; report the server's CPU µs per request (accept, parse,
   plan, headers, role chunk, the token, the end, the close) and the opens/s one core could take
-  at that cost (1 / CPU per request).
+  at that cost (1 / CPU per request). A second burst of ``--opens-tokens``-token streams (20
+  tokens/s) gives the cost of each paced token after the first, from the difference.
 - pacing: ``--pacing-streams`` streams at ``--pacing-rate`` tokens/s (jitter 0), started evenly
   over one second; each arrival is compared with its stream's schedule (token *i* due ``i / rate``
   after the first), anchored at the stream's median offset, so the error is the deviation from a
@@ -53,7 +54,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -276,12 +277,13 @@ class Opens:
         return 1e6 / self.cpu_us_per_request
 
 
-async def opens_run(pid: int, port: int, n: int, run: int) -> Opens:
-    """``n`` one-token streams at once, each on a fresh connection; the server's CPU for all."""
+async def opens_run(pid: int, port: int, n: int, run: int, tokens: int = 1) -> Opens:
+    """``n`` streams of ``tokens`` tokens (20/s) at once, each on a fresh connection; the
+    server's CPU for all of them."""
     bodies = [
         request_body(
             {"ttft": 0.08, "tokens_per_second": 20, "jitter": 0},
-            max_tokens=1,
+            max_tokens=tokens,
             seed=run * n + i,
             stream_options={"include_usage": True},
         )
@@ -302,8 +304,8 @@ async def opens_run(pid: int, port: int, n: int, run: int) -> Opens:
     burst = time.perf_counter() - t0
     await asyncio.sleep(0.3)  # the server sees every close
     cpu = window.stop()
-    if counter[0] != n:
-        raise RuntimeError(f"opens: {counter[0]} content chunks for {n} one-token streams")
+    if counter[0] != n * tokens:
+        raise RuntimeError(f"opens: {counter[0]} content chunks for {n} × {tokens} tokens")
     return Opens(cpu.server / n * 1e6, burst, cpu)
 
 
@@ -360,6 +362,7 @@ class ArmResult:
     throughputs: list[Throughput]
     opens: list[Opens]
     pacings: list[Pacing]
+    per_token: list[float] = field(default_factory=list)  # server CPU µs per paced token
 
 
 def _cpu_note(cpu: CpuUse) -> str:
@@ -397,6 +400,17 @@ async def run_arm(args: argparse.Namespace, arm: str) -> ArmResult:
                 f"{tag}opens run {run + 1}: {args.opens} streams in {o.burst_s:.2f} s, "
                 f"{o.cpu_us_per_request:.0f} µs server CPU/request "
                 f"({o.per_core:,.0f} opens/s per core); {_cpu_note(o.cpu)}",
+                file=sys.stderr,
+            )
+        for run in range(args.runs if args.opens and args.opens_tokens > 1 else 0):
+            # The same burst with longer streams: the difference is the cost of the tokens.
+            long = await opens_run(proc.pid, port, args.opens, run, args.opens_tokens)
+            one = result.opens[run].cpu.server
+            us = (long.cpu.server - one) / (args.opens * (args.opens_tokens - 1)) * 1e6
+            result.per_token.append(us)
+            print(
+                f"{tag}opens run {run + 1} at {args.opens_tokens} tokens: {us:.1f} µs server "
+                f"CPU per token after the first; {_cpu_note(long.cpu)}",
                 file=sys.stderr,
             )
         for run in range(args.runs if args.pacing and arm == "streamkit" else 0):
@@ -462,6 +476,15 @@ def _print_streamkit(args: argparse.Namespace, result: ArmResult) -> None:
             ("", "opens/s per core", f"{med(o.per_core for o in opens):,.0f}", ""),
             ("", "burst wall time (s)", f"{med(o.burst_s for o in opens):.2f}", ""),
         ]
+    if result.per_token:
+        rows.append(
+            (
+                f"opens, {args.opens} × {args.opens_tokens} tokens @ 20 tok/s",
+                "server CPU µs/token",
+                f"{med(result.per_token):.1f}",
+                "<= 10",
+            )
+        )
     if pacings:
         rows += _pacing_rows(args, pacings)
     rows.append(
@@ -509,6 +532,15 @@ def _print_arms(args: argparse.Namespace, results: dict[str, ArmResult]) -> None
                 {a: med(o.per_core for o in r.opens) for a, r in results.items()},
             ),
         ]
+    if args.opens and args.opens_tokens > 1:
+        metrics.append(
+            (
+                f"opens × {args.opens_tokens} tokens",
+                "server CPU µs/token",
+                ".1f",
+                {a: med(r.per_token) for a, r in results.items()},
+            )
+        )
     rows = []
     for scenario, metric, fmt, values in metrics:
         cells = [format(values[a], fmt) for a in arms]
@@ -567,6 +599,12 @@ def main() -> None:
     )
     parser.add_argument(
         "--opens", type=int, default=1000, help="one-token streams per burst of opens"
+    )
+    parser.add_argument(
+        "--opens-tokens",
+        type=int,
+        default=32,
+        help="tokens per stream of a second burst, for the cost per paced token (1: skip it)",
     )
     parser.add_argument(
         "--no-opens", dest="opens", action="store_const", const=0, help="skip the opens scenario"

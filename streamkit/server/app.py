@@ -354,7 +354,7 @@ class App(ServerCore):
         if ending is Ending.FINISHED:
             tail = encoder.finish(plan.finish_reason)
             if req.include_usage:
-                tail += encoder.usage(plan.usage())
+                tail += encoder.usage(plan.usage_json())
             tail += encoder.done()
         await wire.end(tail)
         return ending

@@ -55,6 +55,17 @@ class Plan:
         """For ``usage``: one token per piece sent."""
         return len(self.pieces)
 
+    def usage_json(self) -> bytes:
+        """:meth:`usage` as compact JSON (``json.dumps(usage, separators=(",", ":"))``), built
+        without a dict: the last frame of every streamed reply carries it."""
+        prompt, completion = self.prompt_tokens, self.completion_tokens
+        return (
+            b'{"prompt_tokens":%d,"completion_tokens":%d,"total_tokens":%d,'
+            b'"prompt_tokens_details":{"cached_tokens":0},'
+            b'"completion_tokens_details":{"reasoning_tokens":%d}}'
+            % (prompt, completion, prompt + completion, self.reasoning_tokens)
+        )
+
     def usage(self) -> dict[str, object]:
         """OpenAI's ``usage`` object for this reply."""
         return {

@@ -104,14 +104,12 @@ class ChunkEncoder:
             + self._tail
         )
 
-    def usage(self, usage: Mapping[str, object]) -> bytes:
-        """The usage frame: no choices, the usage object."""
-        return (
-            self._head
-            + b'],"usage":'
-            + json.dumps(usage, separators=(",", ":")).encode()
-            + b"}\n\n"
-        )
+    def usage(self, usage: Mapping[str, object] | bytes) -> bytes:
+        """The usage frame: no choices, the usage object (or its compact JSON, as
+        :meth:`~.plan.Plan.usage_json` writes it)."""
+        if not isinstance(usage, bytes):
+            usage = json.dumps(usage, separators=(",", ":")).encode()
+        return self._head + b'],"usage":' + usage + b"}\n\n"
 
     @staticmethod
     def done() -> bytes:
@@ -190,9 +188,25 @@ def completion_body(completion_id: str, created: int, model: str, plan: Plan) ->
 
 
 class SSEWire:
-    """The SSE framing :func:`~.produce.produce` writes one streamed response through."""
+    """The SSE framing :func:`~.produce.produce` writes one streamed response through.
 
-    __slots__ = ("_admission", "_content", "_encoder", "_plan", "_send", "dropped")
+    Without faults, the last token's frame is held and goes out with the response's end (the
+    finish chunk, usage, ``[DONE]``) in one write: they are due at the same moment, and nothing
+    can happen between them (no fault fires, and :func:`~.produce.produce` does not suspend
+    after its last token), so the client sees the same bytes at the same time, one write and
+    one packet fewer.
+    """
+
+    __slots__ = (
+        "_admission",
+        "_content",
+        "_encoder",
+        "_held",
+        "_last",
+        "_plan",
+        "_send",
+        "dropped",
+    )
 
     def _frame(self, seq: int, piece: str) -> bytes:
         kinds = self._plan.kinds
@@ -207,9 +221,14 @@ class SSEWire:
         self._plan = plan
         self._admission = admission
         self.dropped = False
+        self._last = len(plan.pieces) - 1 if not admission.faults else -1
+        self._held = b""
 
     async def token(self, seq: int, piece: str) -> None:
         body = self._content(seq, piece) if self._plan.kinds is None else self._frame(seq, piece)
+        if seq == self._last:
+            self._held = body  # sent by end(), right after
+            return
         await self._send({"type": "http.response.body", "body": body, "more_body": True})
 
     async def malformed(self, seq: int) -> None:
@@ -236,4 +255,5 @@ class SSEWire:
     async def end(self, tail: bytes) -> None:
         """Send the response's last bytes and end it (the terminating chunk)."""
         self._admission.release()
-        await self._send({"type": "http.response.body", "body": tail, "more_body": False})
+        body = self._held + tail
+        await self._send({"type": "http.response.body", "body": body, "more_body": False})
