@@ -34,6 +34,12 @@ def _cpu(pid: int) -> float:
     return sum(int(x) for x in fields[11:13]) / _TICK
 
 
+def _waited(pid: int) -> float:
+    """Seconds ``pid``'s main thread was ready to run but waited for a core (Linux schedstat)."""
+    with open(f"/proc/{pid}/schedstat") as f:
+        return int(f.read().split()[1]) / 1e9
+
+
 def _pids(server: ServerProcess) -> list[int]:
     """The server's processes: the one started and, with workers, its children."""
     pids = [server.process.pid]
@@ -71,6 +77,7 @@ def run(workers: int, streams: int, rate: float, tokens: int, ttft: float) -> di
     try:
         pids = _pids(server)
         before = sum(_cpu(p) for p in pids)
+        waited = sum(_waited(p) for p in pids)
         extra = {"streamkit": {"jitter": 0, "ttft": ttft, "tokens_per_second": rate}}
         bench = subprocess.run(
             [
@@ -101,6 +108,7 @@ def run(workers: int, streams: int, rate: float, tokens: int, ttft: float) -> di
         )
         report = json.loads(bench.stdout)
         cpu = sum(_cpu(p) for p in pids) - before
+        waited = sum(_waited(p) for p in pids) - waited
         metrics = _metrics(server.base_url)
     finally:
         server.stop()
@@ -124,6 +132,7 @@ def run(workers: int, streams: int, rate: float, tokens: int, ttft: float) -> di
         "itl_p50_ms": ms("itl", "p50", 2),
         "itl_p99_ms": ms("itl", "p99", 1),
         "server_cpu_s": round(cpu, 3),
+        "server_waited_for_a_core_s": round(waited, 3),
         "client_cpu_s": round(report["client_cpu"], 3),
         "late_tokens": int(metrics.get("streamkit_late_tokens", 0)),
         "paced_tokens": int(metrics.get("streamkit_paced_tokens", 0)),
