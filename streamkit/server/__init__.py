@@ -14,6 +14,10 @@ with ``extra_body={"streamkit": {"ttft": 0.2, "tokens_per_second": 50}}``).
 Every option of the server lives in one :class:`ServerConfig`; :func:`create_app`,
 :func:`serve_in_thread`, :func:`run_server` and ``streamkit serve`` take it, or build it from
 their keyword arguments.
+
+One server is one event loop on one core; ``GET /metrics`` and ``app.stats.saturation()`` say
+when it falls behind its schedule (:mod:`.lateness`), and ``streamkit serve --workers N`` (or
+``run_server(workers=N)``) spreads the load over N processes on one port (:mod:`.workers`).
 """
 
 from __future__ import annotations
