@@ -131,63 +131,59 @@ class Outcome(enum.Enum):
     ABORTED = "aborted"  # the server is shutting down and ended it
 
 
-# The cancel messages that tell watched() why its task was cancelled.
-_ABORT = "streamkit: the server is shutting down"
-_LEFT = "streamkit: the client disconnected"
+# The cancel message with which a finished reply wakes its handler from listening.
+_FINISHED = "streamkit: the reply has finished"
 
 
 def abort(task: asyncio.Task[Any]) -> None:
     """End the reply that :func:`watched` runs in ``task`` (one of its ``inflight``): it
     returns ABORTED."""
-    task.cancel(_ABORT)
+    task.cancel()
 
 
 async def watched(
     work: Coroutine[Any, Any, T], receive: Receive, inflight: set[asyncio.Task[Any]]
 ) -> tuple[Outcome, T | None]:
-    """Run ``work`` in this task, registered in ``inflight``, while watching for the client
-    leaving (and for :func:`abort`).
+    """Run ``work`` as a task registered in ``inflight`` while watching for the client leaving.
 
-    ``work`` runs in the caller's task rather than a task of its own, and one listener task
-    waits for the disconnect and cancels it: a reply costs one extra task, not two plus an
-    ``asyncio.wait``, which matters when a thousand streams open at once.
+    The work gets a task of its own, so each of its wake-ups (one per paced token) resumes a
+    short stack of coroutines rather than the whole ASGI call's. The calling task listens for
+    the disconnect itself, and the work's end wakes it: a reply costs one task, not two plus an
+    ``asyncio.wait`` and a ``gather``, which counts when a thousand streams open at once.
 
     Returns:
         How it ended, and ``work``'s result when DONE (an exception it raised propagates).
         Unless DONE, ``work`` has been cancelled and has finished.
     """
-    task = asyncio.current_task()
-    assert task is not None
-    left = False
-    finished = False
-
-    def on_listener_done(listener: asyncio.Task[None]) -> None:
-        nonlocal left
-        if listener.cancelled():
-            return
-        listener.exception()  # retrieved: a receive() that failed is a client gone too
-        if not finished:
-            left = True
-            task.cancel(_LEFT)
-
-    listener = asyncio.ensure_future(_wait_disconnect(receive))
-    listener.add_done_callback(on_listener_done)
+    me = asyncio.current_task()
+    assert me is not None
+    task = asyncio.ensure_future(work)
     inflight.add(task)
+    listening = True
+
+    def wake(_: asyncio.Task[T]) -> None:
+        if listening:
+            me.cancel(_FINISHED)
+
+    task.add_done_callback(wake)
     try:
-        return Outcome.DONE, await work
-    except asyncio.CancelledError as exc:
-        if left:
-            outcome = Outcome.DISCONNECTED
-        elif exc.args[:1] == (_ABORT,):
-            outcome = Outcome.ABORTED
-        else:
-            raise  # cancelled by someone else (the server's own shutdown): not ours to keep
-        # The cancellation was ours and is handled here: the task goes on (to end its
-        # response) as if it had not been cancelled.
-        while task.uncancel():
-            pass
-        return outcome, None
+        try:
+            await _wait_disconnect(receive)
+        except asyncio.CancelledError as exc:
+            if not (task.done() and exc.args[:1] == (_FINISHED,)):
+                raise  # cancelled by someone else (the server's own shutdown)
+            me.uncancel()  # the wake-up was ours: this task goes on
+        listening = False
+        if task.done():
+            if task.cancelled():  # by abort(), not by our own cancellation
+                return Outcome.ABORTED, None
+            return Outcome.DONE, task.result()  # re-raises what went wrong, if anything
+        return Outcome.DISCONNECTED, None
     finally:
-        finished = True
+        listening = False
         inflight.discard(task)
-        listener.cancel()
+        if not task.done():
+            task.cancel()
+            await asyncio.wait((task,))  # so nothing is left pending
+        if not task.cancelled():
+            task.exception()  # retrieved (DONE re-raised it), so never reported as lost

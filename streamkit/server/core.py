@@ -154,9 +154,9 @@ class ServerCore:
             self._pacer = Pacer(loop=loop)
         return self._pacer
 
-    async def produce(
+    def produce(
         self, wire: Wire, plan: Plan, *, start: int, t0: float, faults: tuple[Fault, ...]
-    ) -> Ending:
+    ) -> Coroutine[Any, Any, Ending]:
         """Send ``plan``'s tokens from ``start`` on ``wire``, paced, counted and batched here.
 
         Args:
@@ -167,9 +167,11 @@ class ServerCore:
             faults: the faults admitted for this attempt (:class:`~.admission.Admission`).
 
         Returns:
-            How the stream was left (:func:`~.produce.produce`).
+            The coroutine to await: how the stream was left (:func:`~.produce.produce`). It is
+            :func:`~.produce.produce`'s own, not wrapped in another, so each token's wake-up
+            resumes one coroutine fewer.
         """
-        return await produce(
+        return produce(
             wire,
             plan.pieces,
             plan.offsets,
