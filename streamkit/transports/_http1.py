@@ -9,8 +9,10 @@ last byte.
 
 Each read's events carry the time the loop handed its bytes to the protocol (``data_received``),
 read from the request's clock: a consumer that resumes late (1,000 streams on one loop) still
-times its tokens by their arrival, so inter-token latencies are not clumped by the client's own
-loop lag. The pool is :mod:`._pool`; the chat and event-source layer on top,
+times its tokens by their read, not by its resume. A loop too busy to read in time still joins
+writes: the socket holds several, one read takes them, and they share its stamp.
+
+The pool is :mod:`._pool`; the chat and event-source layer on top,
 :mod:`streamkit.transports.fast_sse`.
 """
 

@@ -12,9 +12,10 @@ wait: one lazily re-armed timer per connection checks the time of the last byte.
 
 Times are arrival times: each token (and the stream's end) is stamped with the time the event loop
 read its bytes (``data_received``), not the time the consumer resumed. With 1,000 streams on one
-loop a consumer may resume tens of milliseconds late, with several reads waiting; stamping at the
-resume gave those tokens one time (ITL 0) and the next a long gap. All stamps come from one clock,
-this module's ``_clock``, which tests replace.
+loop a consumer resumes tens of milliseconds after the read (``benchmarks/bench_stamps.py``
+measures it), and that delay was counted into TTFT and spread over the gaps; tokens that share a
+read still share a stamp. All stamps come from one clock, this module's ``_clock``, which tests
+replace.
 
 The semantics are those of ``generic-sse`` (:mod:`streamkit.transports.sse`): the same request
 (``Last-Event-ID``, ``Authorization: Bearer``), the same events (:class:`StreamStart`,
