@@ -61,6 +61,9 @@ def _config(app: App, *, configure_logging: bool) -> uvicorn.Config:
         log_config=LOGGING_CONFIG if configure_logging else None,
         lifespan="off",
         access_log=False,
+        # No X-Forwarded-For rewriting: the simulator serves its callers directly, and the
+        # middleware costs every request a pass over its headers.
+        proxy_headers=False,
         # A backstop only: replies in flight are ended as shutdown begins (see _Server), so this
         # bounds a handler that is stuck elsewhere.
         timeout_graceful_shutdown=1,
