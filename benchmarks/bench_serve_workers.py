@@ -5,8 +5,8 @@ Each run starts ``streamkit serve`` in a child process (``serve_in_subprocess``)
 server's CPU time from ``/proc`` (every worker's, plus the supervisor's) and its ``/metrics``
 (late tokens, lateness p99, busy fraction). CPU time, not wall time: the machine may be shared.
 
-    python tools/bench_serve_workers.py cost              # CPU per token and per request
-    python tools/bench_serve_workers.py load --streams 1000 --rate 80 --tokens 240 --workers 1 2
+    python benchmarks/bench_serve_workers.py cost              # CPU per token and per request
+    python benchmarks/bench_serve_workers.py load --streams 1000 --rate 80 --workers 1 2
 
 Prints one JSON object per run and a median per setting. Linux only (``/proc``).
 """
