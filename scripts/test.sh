@@ -35,4 +35,26 @@ python -m venv .venv-quickstart
 )
 export STREAMKIT_QUICKSTART_PYTHON="$PWD/.venv-quickstart/bin/python"
 # Notebooks run top to bottom against the bundled server (offline) under nbval.
-python -m pytest --nbval-lax --nbval-sanitize-with tests/nbval_sanitize.cfg tests notebooks "$@"
+# Two phases over the same tests and arguments. Most tests, the notebooks too, spend their time
+# waiting on paced streams over loopback, so they run side by side in xdist workers (more
+# workers than cores: they are idle most of the time; STREAMKIT_TEST_WORKERS overrides; a
+# notebook's cells stay together on one worker, in order). Then the tests that need the machine
+# to themselves (browser, Dask, timing-sensitive; tests/conftest.py marks them "serial") run one
+# at a time. Both phases always run; the script fails if either failed, and "no tests" (exit 5)
+# counts as a failure only if neither phase ran any.
+run_phase() {
+  python -m pytest --nbval-lax --nbval-sanitize-with tests/nbval_sanitize.cfg "$@"
+}
+parallel=0
+run_phase -n "${STREAMKIT_TEST_WORKERS:-6}" --phase parallel tests notebooks "$@" ||
+  parallel=$?
+serial=0
+run_phase --phase serial tests notebooks "$@" || serial=$?
+if [ "$parallel" = 5 ] && [ "$serial" = 5 ]; then
+  exit 5
+fi
+for status in "$parallel" "$serial"; do
+  if [ "$status" != 0 ] && [ "$status" != 5 ]; then
+    exit "$status"
+  fi
+done

@@ -174,6 +174,9 @@ def test_key_from_a_file_wins_over_the_environment(tmp_path: Path) -> None:
         (None, "cannot read it (No such file or directory)"),
         ("directory", "cannot read it (Is a directory)"),
     ],
+    # Fixed ids: the random key must not be in a test's name (every xdist worker collects the
+    # same names, and reports do not show the key).
+    ids=["empty", "blank-first-line", "not-utf-8", "missing", "directory"],
 )
 def test_a_key_file_without_a_key_is_a_one_line_usage_error_naming_it(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], content: bytes | str | None, why: str
