@@ -153,6 +153,18 @@ def test_late_on_a_loop_without_a_core_blames_the_machine_not_the_loop() -> None
     assert LoopLoad().waiting() is None  # where the platform does not say
 
 
+def test_late_in_a_burst_on_a_loop_with_its_core_names_the_burst() -> None:
+    tokens, load = LatenessWindow(), LoopLoad()
+    # Busy 60 % of the second (a 0.6 s burst of opens), never waiting for a core.
+    load.tick(0.0, cpu=0.0, lag=0.0, waited=2.0)
+    load.tick(1.0, cpu=0.6, lag=0.0, waited=2.0)
+    for _ in range(100):
+        tokens.record(1.0, 0.2)
+    line = SaturationLog().line(saturation(tokens, load, 1.0), 1.0)
+    assert line is not None and "short of a core" not in line
+    assert "busy in bursts shorter than a second" in line and "--ramp-up" in line
+
+
 def test_metrics_carry_the_timing_figures() -> None:
     stats = ServerStats()
     now = time.monotonic()

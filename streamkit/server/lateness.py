@@ -50,6 +50,7 @@ LOG_EVERY = 5.0
 """Seconds between two saturation lines on stderr, at most."""
 
 _BUSY = 0.8
+_STARVED = 0.1  # the share of the time waiting for a core that blames the machine
 """A loop busy this much of its busiest second was short of its own core (else of any core)."""
 
 _MIN_RELEASES = 20
@@ -345,12 +346,20 @@ class SaturationLog:
             load += f", waiting for a core {verdict.waiting * 100:.0f}% of the time"
         if verdict.peak >= _BUSY:
             advice = "add --workers or lower the load"
-        else:
+        elif verdict.waiting is None or verdict.waiting >= _STARVED:
             # Late while the loop had a core for less than it needed: it waited for one, as
             # more workers on the same machine would.
             advice = (
                 "the loop was short of a core, not of its speed: free some CPU (other "
                 "processes, or the load generator on the same cores) or lower the load"
+            )
+        else:
+            # Not starved, not busy over a whole second: busy in a burst shorter than that
+            # (a thousand requests opened at once), which a second's average hides.
+            advice = (
+                "the loop was busy in bursts shorter than a second (many requests at once): "
+                "have clients open streams gradually (streamkit bench --ramp-up), add "
+                "--workers, or lower the load"
             )
         return (
             f"{self.prefix}: saturated — {' and '.join(what)} over the last {window:.0f} s "
