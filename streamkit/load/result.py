@@ -381,11 +381,15 @@ def warnings_of(result: LoadResult) -> list[str]:
         # refused connection) keeps the loop busy opening sockets and is no client saturation.
         pass
     elif result.client_cpu / result.processes >= SATURATED:
+        leaner = ""
+        if result.transport not in ("fast-sse", "ws"):
+            leaner = "a leaner transport ('fast-sse' or 'ws'), "
         out.append(
             f"the client used {result.client_cpu / result.processes:.0%} of a core (loop lag p99 "
             f"{lag * 1000:.0f} ms): latencies measure the client as "
-            "much as the server. Use a leaner transport ('fast-sse' or 'ws'), fewer concurrent "
-            "streams per process, or fan out with streamkit.distributed.run_load_distributed"
+            f"much as the server. Use {leaner}fewer concurrent streams per process, or spread "
+            "them over processes on free cores (streamkit bench --workers N, "
+            "streamkit.distributed.run_load_distributed)"
         )
     elif lag >= LAGGING and result.wall_seconds >= 1.0:
         out.append(
