@@ -12,8 +12,9 @@ runs of ``max(10, 2C)`` requests each give, as medians:
 - client CPU (the bench's event loop; summed over processes with ``--bench-workers``) and server
   CPU (every server process, from ``/proc``), as % of a core and as µs per token: a per-token
   cost that stays flat as C grows is the goal;
-- memory per stream: the server's resident set at its peak during the run, above its idle size,
-  over C; the bench's peak resident set above a one-stream run's, over C;
+- memory per stream: the bench's peak resident set above a one-stream run's, over C (the
+  server's is not tabled: a long-lived process keeps what earlier runs allocated, so its growth
+  in one run says little; ``bench_load.py`` measures memory per open stream directly);
 - what each side says: the bench's warnings, and the server's ``/metrics`` (saturated, token
   lateness p99).
 
@@ -161,8 +162,6 @@ class Server:
 class Run:
     report: dict[str, object]
     server_cpu: float  # seconds over the bench run
-    server_rss_peak: int
-    server_rss_idle: int
     bench_rss: int  # the bench process tree's peak, bytes
     metrics: dict[str, float] = field(default_factory=dict)
 
@@ -188,22 +187,19 @@ def bench_once(server: Server, c: int, rate: float, tokens: int, args: argparse.
     if args.bench_workers:
         cmd += ["--workers", str(args.bench_workers)]
     pids = server.pids()
-    idle = _rss(pids)
     cpu0 = _cpu(pids)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     if args.pin and server_pinned(args) and (os.cpu_count() or 1) > 1:
         os.sched_setaffinity(proc.pid, {1})
-    peak = idle
     bench_peak = 0
     while proc.poll() is None:
-        peak = max(peak, _rss(pids))
         bench_peak = max(bench_peak, _rss(_tree(proc.pid)))
         time.sleep(0.05)
     out, err = proc.communicate()
     server_cpu = _cpu(pids) - cpu0
     if proc.returncode not in (0, 1) or not out.strip():
         raise RuntimeError(f"streamkit bench failed ({proc.returncode}): {err.strip()[-500:]}")
-    return Run(json.loads(out), server_cpu, peak, idle, bench_peak, server.metrics() or {})
+    return Run(json.loads(out), server_cpu, bench_peak, server.metrics() or {})
 
 
 def server_pinned(args: argparse.Namespace) -> bool:
@@ -235,7 +231,6 @@ def row(load: str, c: int, runs: list[Run], baseline_rss: int | None) -> list[st
     server_pct = med(r.server_cpu / d * 100 for r, d in zip(runs, durations, strict=True))
     client_us = med(c_s / t * 1e6 for c_s, t in zip(client_s, tokens, strict=True))
     server_us = med(r.server_cpu / t * 1e6 for r, t in zip(runs, tokens, strict=True))
-    server_kb = med(max(0, r.server_rss_peak - r.server_rss_idle) / c / 1024 for r in runs)
     bench_kb = "-"
     if baseline_rss is not None and c > 1:
         bench_kb = f"{med(max(0, r.bench_rss - baseline_rss) / c / 1024 for r in runs):.0f}"
@@ -265,7 +260,6 @@ def row(load: str, c: int, runs: list[Run], baseline_rss: int | None) -> list[st
         f"{client_us:.1f}",
         f"{server_us:.1f}",
         bench_kb,
-        f"{server_kb:.0f}",
         str(failed),
         "; ".join(said) or "-",
     ]
@@ -274,7 +268,7 @@ def row(load: str, c: int, runs: list[Run], baseline_rss: int | None) -> list[st
 HEADER = [
     "load", "C", "in flight", "TTFT p50 ms (vs 80)", "TTFT p99", "TPOT p50 (vs 1/R)",
     "ITL p50 (vs 1/R)", "ITL p99", "client CPU %", "server CPU %", "client µs/token",
-    "server µs/token", "client KB/stream", "server KB/stream", "failed", "what each side said",
+    "server µs/token", "client KB/stream", "failed", "what each side said",
 ]  # fmt: skip
 
 
