@@ -126,6 +126,9 @@ def test_bench_states_its_ramp_in_the_report(server: RunningServer) -> None:
     done = _bench(*common, "--ramp-up", "-1")
     assert done.returncode == 2
     assert "argument --ramp-up: -1 is invalid: must be seconds >= 0, or auto" in done.stderr
+    done = _bench(*common, "--ramp-up", "soon")
+    assert done.returncode == 2
+    assert "argument --ramp-up: 'soon' is not a number of seconds, or auto" in done.stderr
 
 
 def test_shards_open_streams_as_fast_as_one_process_would() -> None:

@@ -47,4 +47,8 @@ def ramp_up(text: str) -> float | str:
     """``auto``, or seconds >= 0 (``--ramp-up``)."""
     if text == "auto":
         return text
+    try:
+        float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds, or auto") from None
     return _number(text, float, lambda v: v >= 0, "seconds >= 0, or auto")

@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..errors import UsageError
+from ._args import positive_int
 
 __all__ = ["ENV_API_KEY", "add_parser", "resolve_api_key", "run"]
 
@@ -92,7 +93,7 @@ def add_parser(sub: Any) -> None:
     )
     serve.add_argument(
         "--workers",
-        type=int,
+        type=positive_int,
         default=1,
         metavar="N",
         help="server processes sharing the port (SO_REUSEPORT), each with its own event loop, "
