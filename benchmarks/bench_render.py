@@ -47,7 +47,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from _harness import free_port, start_server  # benchmarks/ is on sys.path when run
+from _harness import cpu_seconds, free_port, start_server  # benchmarks/ is on sys.path when run
 from jupyter_client import KernelManager
 from jupyter_client.blocking.client import BlockingKernelClient
 
@@ -160,13 +160,6 @@ def load() -> str:
     return f"load average {one:.2f} {five:.2f} {fifteen:.2f} on {os.cpu_count()} cores"
 
 
-def proc_cpu(pid: int) -> float:
-    """User + system CPU seconds of process ``pid`` (all its threads)."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-
-
 def msg_bytes(msg: dict[str, Any]) -> int:
     """About what the Jupyter server forwards to a browser for this message (JSON, no buffers)."""
     parts = (msg["header"], msg["parent_header"], msg["metadata"], msg["content"])
@@ -218,7 +211,7 @@ class Frontend:
         Waits for the cell to go idle, or (``wait_report``) for the BENCH line of a stream the
         cell started in the background.
         """
-        cpu0 = proc_cpu(self.pid)
+        cpu0 = cpu_seconds(self.pid)
         msg_id = self.kc.execute(code)
         messages = size = statuses = 0
         reports: list[dict[str, Any]] = []
@@ -276,7 +269,7 @@ class Frontend:
             "messages": messages,
             "bytes": size,
             "statuses": statuses,
-            "cpu_s": proc_cpu(self.pid) - cpu0,
+            "cpu_s": cpu_seconds(self.pid) - cpu0,
             "reports": reports,
         }
 

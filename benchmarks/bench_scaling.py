@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import signal
 import statistics
 import subprocess
@@ -42,40 +41,18 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from _harness import free_port  # benchmarks/ is on sys.path when run
+from _harness import (  # benchmarks/ is on sys.path when run
+    cpu_seconds,
+    free_port,
+    process_tree,
+    server_metrics,
+)
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 TTFT = 0.08
 
 
 # -- processes -----------------------------------------------------------------------------------
-
-
-def _children(pid: int) -> list[int]:
-    try:
-        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
-    except OSError:
-        return []
-    return [int(p) for p in text.split()]
-
-
-def _tree(pid: int) -> list[int]:
-    out = [pid]
-    for child in _children(pid):
-        out += _tree(child)
-    return out
-
-
-def _cpu(pids: list[int]) -> float:
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / CLK_TCK
 
 
 def _rss(pids: list[int]) -> int:
@@ -116,34 +93,14 @@ class Server:
             self.log.append(line.decode(errors="replace"))
 
     def pids(self) -> list[int]:
-        return _tree(self.proc.pid)
+        return process_tree(self.proc.pid)
 
     def metrics(self) -> dict[str, float] | None:
-        """``GET /metrics`` as {name: value}: worker rows summed, except lateness and flags
-        (their maximum)."""
-        import urllib.request
-
+        """``GET /metrics``, every worker merged (see ``server_metrics``); None if unreachable."""
         try:
-            with urllib.request.urlopen(
-                f"http://127.0.0.1:{self.port}/metrics", timeout=5
-            ) as reply:
-                text = reply.read().decode()
+            return server_metrics(self.base_url)
         except OSError:
             return None
-        out: dict[str, float] = {}
-        for line in text.splitlines():
-            m = re.match(r"^(streamkit_\w+)(\{[^}]*\})?\s+(\S+)$", line)
-            if not m:
-                continue
-            name, labels, value = m.group(1), m.group(2) or "", float(m.group(3))
-            quantile = re.search(r'quantile="([^"]+)"', labels)
-            if quantile:
-                name += f"_q{quantile.group(1)}"
-            if name in out and not any(k in name for k in ("late", "saturat", "lag", "busy")):
-                out[name] += value
-            else:
-                out[name] = max(out.get(name, value), value)
-        return out
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -187,16 +144,16 @@ def bench_once(server: Server, c: int, rate: float, tokens: int, args: argparse.
     if args.bench_workers:
         cmd += ["--workers", str(args.bench_workers)]
     pids = server.pids()
-    cpu0 = _cpu(pids)
+    cpu0 = cpu_seconds(*pids)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     if args.pin and server_pinned(args) and (os.cpu_count() or 1) > 1:
         os.sched_setaffinity(proc.pid, {1})
     bench_peak = 0
     while proc.poll() is None:
-        bench_peak = max(bench_peak, _rss(_tree(proc.pid)))
+        bench_peak = max(bench_peak, _rss(process_tree(proc.pid)))
         time.sleep(0.05)
     out, err = proc.communicate()
-    server_cpu = _cpu(pids) - cpu0
+    server_cpu = cpu_seconds(*pids) - cpu0
     if proc.returncode not in (0, 1) or not out.strip():
         raise RuntimeError(f"streamkit bench failed ({proc.returncode}): {err.strip()[-500:]}")
     return Run(json.loads(out), server_cpu, bench_peak, server.metrics() or {})
@@ -240,9 +197,7 @@ def row(load: str, c: int, runs: list[Run], baseline_rss: int | None) -> list[st
         said.append(f"bench warned ({sum(bool(r.report['warnings']) for r in runs)}/{len(runs)})")
     saturated = [r for r in runs if r.metrics.get("streamkit_saturated", 0) > 0]
     if saturated:
-        late = med(
-            r.metrics.get("streamkit_token_lateness_seconds_q0.99", 0.0) * 1000 for r in runs
-        )
+        late = med(r.metrics.get("streamkit_token_lateness_seconds_p99", 0.0) * 1000 for r in runs)
         said.append(
             f"server saturated ({len(saturated)}/{len(runs)}; tokens p99 {late:.0f} ms late)"
         )

@@ -15,23 +15,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
-import urllib.request
 from typing import Any
 
-from streamkit.server.process import ServerProcess, serve_in_subprocess
+from _harness import cpu_seconds, process_tree, server_metrics  # benchmarks/ is on sys.path
 
-_TICK = os.sysconf("SC_CLK_TCK")
-
-
-def _cpu(pid: int) -> float:
-    """User + system CPU seconds of ``pid``, from ``/proc`` (10 ms resolution)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return sum(int(x) for x in fields[11:13]) / _TICK
+from streamkit.server.process import serve_in_subprocess
 
 
 def _waited(pid: int) -> float:
@@ -40,43 +31,12 @@ def _waited(pid: int) -> float:
         return int(f.read().split()[1]) / 1e9
 
 
-def _pids(server: ServerProcess) -> list[int]:
-    """The server's processes: the one started and, with workers, its children."""
-    pids = [server.process.pid]
-    try:
-        with open(f"/proc/{server.process.pid}/task/{server.process.pid}/children") as f:
-            pids += [int(p) for p in f.read().split()]
-    except OSError:
-        pass
-    return pids
-
-
-def _metrics(base_url: str) -> dict[str, float]:
-    """``/metrics`` summed over workers (lateness: the worst worker's)."""
-    text = urllib.request.urlopen(base_url[: -len("/v1")] + "/metrics", timeout=10).read()
-    out: dict[str, float] = {}
-    for line in text.decode().splitlines():
-        if line.startswith("#") or not line.strip():
-            continue
-        name, value = line.rsplit(" ", 1)
-        key = name.split("{")[0]
-        if 'quantile="0.99"' in name:
-            key += "_p99"
-        elif 'quantile="0.5"' in name:
-            key += "_p50"
-        if key.endswith(("_p99", "_p50", "loop_busy", "saturated", "loop_lag_seconds")):
-            out[key] = max(out.get(key, 0.0), float(value))
-        else:
-            out[key] = out.get(key, 0.0) + float(value)
-    return out
-
-
 def run(workers: int, streams: int, rate: float, tokens: int, ttft: float) -> dict[str, Any]:
     """One bench run against a fresh server; the figures of both sides."""
     server = serve_in_subprocess(workers=workers)
     try:
-        pids = _pids(server)
-        before = sum(_cpu(p) for p in pids)
+        pids = process_tree(server.process.pid)
+        before = cpu_seconds(*pids)
         waited = sum(_waited(p) for p in pids)
         extra = {"streamkit": {"jitter": 0, "ttft": ttft, "tokens_per_second": rate}}
         bench = subprocess.run(
@@ -107,9 +67,9 @@ def run(workers: int, streams: int, rate: float, tokens: int, ttft: float) -> di
             check=True,
         )
         report = json.loads(bench.stdout)
-        cpu = sum(_cpu(p) for p in pids) - before
+        cpu = cpu_seconds(*pids) - before
         waited = sum(_waited(p) for p in pids) - waited
-        metrics = _metrics(server.base_url)
+        metrics = server_metrics(server.base_url)
     finally:
         server.stop()
     lat = report["latency_s"]

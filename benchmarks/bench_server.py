@@ -57,7 +57,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
+from _harness import CLK_TCK, cpu_seconds  # benchmarks/ is on sys.path when run
+
 PROMPT = [{"role": "user", "content": "Explain streaming latency"}]
 
 
@@ -111,14 +112,6 @@ def stop_server(proc: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process, from /proc (clock-tick resolution, 10 ms here)."""
-    with open(f"/proc/{pid}/stat") as f:
-        # The command name may contain spaces; fields resume after its closing parenthesis.
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 def busy_seconds() -> float:
