@@ -159,10 +159,14 @@ class LoadSpec:
             return 0.0
         if self.ramp_up != "auto":
             return float(self.ramp_up)
-        streams = self.num_requests
-        if self.concurrency is not None:
-            streams = min(streams, self.concurrency)
-        return max(0, streams - AUTO_RAMP_FREE) * AUTO_RAMP_PER_STREAM
+        return max(0, self._streams - AUTO_RAMP_FREE) * AUTO_RAMP_PER_STREAM
+
+    @property
+    def _streams(self) -> int:
+        """The streams that start under the ramp: the users, or the requests if fewer."""
+        if self.concurrency is None:
+            return self.num_requests
+        return min(self.num_requests, self.concurrency)
 
     @property
     def mode(self) -> str:
@@ -192,9 +196,7 @@ class LoadSpec:
         ramp = self.ramp_seconds
         if not ramp:
             return 0.0
-        streams = self.num_requests
-        if self.concurrency is not None:
-            streams = min(streams, self.concurrency)
+        streams = self._streams
         return min(k, streams) * ramp / streams
 
     def prompt(self, i: int) -> Prompt:
