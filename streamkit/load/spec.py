@@ -159,7 +159,8 @@ class LoadSpec:
             return 0.0
         if self.ramp_up != "auto":
             return float(self.ramp_up)
-        return max(0, self._streams - AUTO_RAMP_FREE) * AUTO_RAMP_PER_STREAM
+        # Rounded to the microsecond: reports show 0.036, not 0.036000000000000004.
+        return round(max(0, self._streams - AUTO_RAMP_FREE) * AUTO_RAMP_PER_STREAM, 6)
 
     @property
     def _streams(self) -> int:
